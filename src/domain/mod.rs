@@ -1,0 +1,25 @@
+//! The domain: twins, their names and files, the deployment status machine, and who is asking.
+//! Nothing here knows about HTTP or SQL.
+
+mod ids;
+mod names;
+mod principal;
+mod status;
+mod twin;
+
+pub use ids::{IdError, RunId, TwinId};
+pub use names::{FilePath, TwinName};
+pub use principal::Principal;
+pub use status::{DeploymentStatus, ALLOWED_MOVES};
+pub use twin::{HistoryEntry, NewTwin, Provider, Twin, TwinFiles, TwinUpdate, Variables};
+
+/// Input that is well-formed but breaks a rule of the domain (a 422 at the HTTP face).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValidationError(pub String);
+
+impl ValidationError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
