@@ -1,0 +1,79 @@
+//! API tokens and sessions: generated here, stored only as hashes.
+
+use std::io::Write;
+use std::path::Path;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::domain::Principal;
+use crate::store::{Store, StoreResult};
+
+/// Prefix of API tokens, so a leaked one is recognisable in secret scanners.
+pub const TOKEN_PREFIX: &str = "tst_";
+
+/// A new random secret: the prefix and 256 bits as hex.
+pub fn generate_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// What the store keeps instead of a token or session id.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Creates a token for `principal` and returns it; only its hash is stored.
+pub fn create_token(
+    store: &dyn Store,
+    principal: &Principal,
+    label: Option<&str>,
+) -> StoreResult<String> {
+    let token = generate_secret(TOKEN_PREFIX);
+    store.insert_token(&hash_secret(&token), principal, label)?;
+    Ok(token)
+}
+
+/// On first start, creates the admin token and writes it to `path` with mode 0600.
+/// Returns the token when one was created (the caller prints it once).
+pub fn ensure_admin_token(store: &dyn Store, path: &Path) -> anyhow::Result<Option<String>> {
+    if store.has_admin_token()? {
+        return Ok(None);
+    }
+    let admin = Principal {
+        owner: "admin".into(),
+        is_admin: true,
+    };
+    let token = create_token(store, &admin, Some("first start"))?;
+    write_private_file(path, token.as_bytes())?;
+    Ok(Some(token))
+}
+
+/// Writes a file only its owner can read (0600 from creation, never world-readable).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_unique_prefixed_and_hash_stably() {
+        let a = generate_secret(TOKEN_PREFIX);
+        let b = generate_secret(TOKEN_PREFIX);
+        assert_ne!(a, b);
+        assert!(a.starts_with("tst_") && a.len() == 4 + 64);
+        assert_eq!(hash_secret(&a), hash_secret(&a));
+        assert_ne!(hash_secret(&a), a);
+    }
+}

@@ -1,0 +1,51 @@
+//! Settings the gateway runs with, whatever parsed them (the CLI, or tests).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: String,
+    pub data_dir: PathBuf,
+    /// Explicit terraform (or tofu) binary; otherwise the tools folder, then PATH.
+    pub terraform: Option<PathBuf>,
+    /// The project's tools folder (terraform launcher, provider mirror); found automatically
+    /// when not given.
+    pub tools_dir: Option<PathBuf>,
+    /// Accept HS256 JWTs signed with this secret (`sub` = owner).
+    pub jwt_secret: Option<String>,
+    /// Origins allowed by CORS (the Flutter web build); empty allows none.
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long a dashboard session cookie lasts.
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (when served over HTTPS).
+    pub secure_cookies: bool,
+}
+
+impl Settings {
+    /// Defaults for a gateway under `data_dir`, as `terrastream serve` would start.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: data_dir.into(),
+            terraform: None,
+            tools_dir: None,
+            jwt_secret: None,
+            cors_origins: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("terrastream.db")
+    }
+
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+}

@@ -1,0 +1,573 @@
+//! The SQLite store: one file under the data directory, WAL, a small r2d2 pool.
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite_migration::{Migrations, M};
+
+use super::{Conflict, LockChange, StatusMove, Store, StoreError, StoreResult};
+use crate::clock;
+use crate::domain::{
+    DeploymentStatus, HistoryEntry, NewTwin, Principal, RunId, Twin, TwinId, TwinName, TwinUpdate,
+};
+
+const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("../../migrations/001_foundation.sql"))];
+
+const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
+     is_locked, locked_by_run, last_deployed_at, terraform_outputs, created_at, updated_at, deleted_at";
+
+pub struct SqliteStore {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let manager = SqliteConnectionManager::file(path).with_init(|conn| {
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(())
+        });
+        let pool = Pool::builder()
+            .max_size(16)
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)?;
+        let mut conn = pool.get()?;
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut conn)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    fn conn(&self) -> StoreResult<PooledConnection<SqliteConnectionManager>> {
+        Ok(self.pool.get()?)
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// Reads a text column and parses it with `FromStr`, so a bad stored value is a clear error.
+fn parse_column<T>(row: &Row<'_>, column: &str) -> StoreResult<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.get(column)?;
+    text.parse()
+        .map_err(|e| corrupt(format!("column {column}: {e}")))
+}
+
+fn parse_optional_column<T>(row: &Row<'_>, column: &str) -> StoreResult<Option<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = row.get(column)?;
+    text.map(|t| {
+        t.parse()
+            .map_err(|e| corrupt(format!("column {column}: {e}")))
+    })
+    .transpose()
+}
+
+fn parse_json_column<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    column: &str,
+) -> StoreResult<T> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text).map_err(|e| corrupt(format!("column {column}: {e}")))
+}
+
+fn twin_from_row(row: &Row<'_>) -> StoreResult<Twin> {
+    let outputs: Option<String> = row.get("terraform_outputs")?;
+    Ok(Twin {
+        id: parse_column(row, "id")?,
+        owner: row.get("owner")?,
+        name: TwinName::parse(&row.get::<_, String>("name")?).map_err(corrupt)?,
+        provider: parse_column(row, "provider")?,
+        deployment_status: parse_column(row, "deployment_status")?,
+        is_locked: row.get("is_locked")?,
+        active_job_id: parse_optional_column(row, "locked_by_run")?,
+        last_deployed_at: row.get("last_deployed_at")?,
+        terraform_outputs: outputs
+            .map(|text| serde_json::from_str(&text).map_err(corrupt))
+            .transpose()?,
+        files: parse_json_column(row, "files")?,
+        variables: parse_json_column(row, "variables")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        deleted_at: row.get("deleted_at")?,
+    })
+}
+
+fn history_from_row(row: &Row<'_>) -> StoreResult<HistoryEntry> {
+    Ok(HistoryEntry {
+        id: row.get("id")?,
+        twin_id: parse_column(row, "twin_id")?,
+        action: row.get("action")?,
+        from_status: parse_optional_column(row, "from_status")?,
+        to_status: parse_optional_column(row, "to_status")?,
+        actor: row.get("actor")?,
+        reason: row.get("reason")?,
+        run_id: parse_optional_column(row, "run_id")?,
+        at: row.get("at")?,
+    })
+}
+
+fn to_json(value: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn select_twin(tx: &rusqlite::Connection, id: &TwinId) -> StoreResult<Option<Twin>> {
+    let sql = format!("SELECT {TWIN_COLUMNS} FROM twins WHERE id = ?1");
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![id.as_str()])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(twin_from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+fn require_twin(tx: &rusqlite::Connection, id: &TwinId) -> StoreResult<Twin> {
+    select_twin(tx, id)?.ok_or_else(|| StoreError::NotFound(format!("twin {id}")))
+}
+
+struct HistoryRow<'a> {
+    action: &'a str,
+    from: Option<DeploymentStatus>,
+    to: Option<DeploymentStatus>,
+    actor: &'a str,
+    reason: Option<&'a str>,
+    run_id: Option<&'a RunId>,
+}
+
+fn insert_history(
+    tx: &Transaction<'_>,
+    id: &TwinId,
+    row: HistoryRow<'_>,
+    at: &str,
+) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO twin_history (twin_id, action, from_status, to_status, actor, reason, run_id, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        id.as_str(),
+        row.action,
+        row.from.map(DeploymentStatus::as_str),
+        row.to.map(DeploymentStatus::as_str),
+        row.actor,
+        row.reason,
+        row.run_id.map(RunId::as_str),
+        at,
+    ])?;
+    Ok(())
+}
+
+fn ensure_live(twin: &Twin) -> StoreResult<()> {
+    if twin.is_deleted() {
+        return Err(StoreError::Conflict(Conflict::new(
+            "twin_deleted",
+            format!("twin {} is deleted; restore it first", twin.id),
+        )));
+    }
+    Ok(())
+}
+
+fn ensure_unlocked(twin: &Twin, action: &str) -> StoreResult<()> {
+    if twin.is_locked {
+        let holder = twin
+            .active_job_id
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        return Err(StoreError::Conflict(Conflict {
+            code: "twin_locked",
+            detail: format!(
+                "twin {} is locked by run {holder}; cannot {action} it now",
+                twin.id
+            ),
+            status: Some(twin.deployment_status),
+            active_job_id: twin.active_job_id.clone(),
+        }));
+    }
+    Ok(())
+}
+
+/// Maps a uniqueness violation on (owner, name) to a conflict a client can act on.
+fn name_taken(err: rusqlite::Error, name: &str) -> StoreError {
+    match &err {
+        rusqlite::Error::SqliteFailure(e, Some(msg))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("twins.name") =>
+        {
+            StoreError::Conflict(Conflict::new(
+                "name_taken",
+                format!("you already have a twin named '{name}'"),
+            ))
+        }
+        _ => StoreError::Sqlite(err),
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_twin(&self, twin: NewTwin, actor: &str) -> StoreResult<Twin> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = clock::now();
+        tx.execute(
+            "INSERT INTO twins (id, owner, name, provider, files, variables, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![
+                twin.id.as_str(),
+                twin.owner,
+                twin.name.as_str(),
+                twin.provider.as_str(),
+                to_json(&twin.files)?,
+                to_json(&twin.variables)?,
+                now,
+            ],
+        )
+        .map_err(|e| name_taken(e, twin.name.as_str()))?;
+        let row = HistoryRow {
+            action: "created",
+            from: None,
+            to: Some(DeploymentStatus::Draft),
+            actor,
+            reason: None,
+            run_id: None,
+        };
+        insert_history(&tx, &twin.id, row, &now)?;
+        let created = require_twin(&tx, &twin.id)?;
+        tx.commit()?;
+        Ok(created)
+    }
+
+    fn list_twins(&self, principal: &Principal, include_deleted: bool) -> StoreResult<Vec<Twin>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {TWIN_COLUMNS} FROM twins
+             WHERE (?1 OR owner = ?2) AND (?3 OR deleted_at IS NULL)
+             ORDER BY created_at, id"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![
+            principal.is_admin,
+            principal.owner,
+            include_deleted
+        ])?;
+        let mut twins = Vec::new();
+        while let Some(row) = rows.next()? {
+            twins.push(twin_from_row(row)?);
+        }
+        Ok(twins)
+    }
+
+    fn get_twin(&self, id: &TwinId) -> StoreResult<Option<Twin>> {
+        let conn = self.conn()?;
+        select_twin(&conn, id)
+    }
+
+    fn update_twin(&self, id: &TwinId, update: TwinUpdate, actor: &str) -> StoreResult<Twin> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = require_twin(&tx, id)?;
+        ensure_live(&current)?;
+        ensure_unlocked(&current, "update")?;
+        let name = update.name.unwrap_or(current.name);
+        let files = update.files.unwrap_or(current.files);
+        let variables = update.variables.unwrap_or(current.variables);
+        let now = clock::now();
+        tx.execute(
+            "UPDATE twins SET name = ?2, files = ?3, variables = ?4, updated_at = ?5 WHERE id = ?1",
+            params![
+                id.as_str(),
+                name.as_str(),
+                to_json(&files)?,
+                to_json(&variables)?,
+                now
+            ],
+        )
+        .map_err(|e| name_taken(e, name.as_str()))?;
+        let row = HistoryRow {
+            action: "updated",
+            from: None,
+            to: None,
+            actor,
+            reason: Some("configuration changed"),
+            run_id: None,
+        };
+        insert_history(&tx, id, row, &now)?;
+        let updated = require_twin(&tx, id)?;
+        tx.commit()?;
+        Ok(updated)
+    }
+
+    fn soft_delete_twin(&self, id: &TwinId, actor: &str) -> StoreResult<Twin> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = require_twin(&tx, id)?;
+        if current.is_deleted() {
+            return Err(StoreError::Conflict(Conflict::new(
+                "already_deleted",
+                format!("twin {id} is already deleted"),
+            )));
+        }
+        ensure_unlocked(&current, "delete")?;
+        if current.deployment_status.may_own_resources() {
+            return Err(StoreError::Conflict(Conflict {
+                code: "resources_deployed",
+                detail: format!(
+                    "twin {id} is {} and may still own cloud resources; destroy it first",
+                    current.deployment_status
+                ),
+                status: Some(current.deployment_status),
+                active_job_id: None,
+            }));
+        }
+        let now = clock::now();
+        tx.execute(
+            "UPDATE twins SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1",
+            params![id.as_str(), now],
+        )?;
+        let row = HistoryRow {
+            action: "deleted",
+            from: None,
+            to: None,
+            actor,
+            reason: None,
+            run_id: None,
+        };
+        insert_history(&tx, id, row, &now)?;
+        let deleted = require_twin(&tx, id)?;
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    fn restore_twin(&self, id: &TwinId, actor: &str) -> StoreResult<Twin> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = require_twin(&tx, id)?;
+        if !current.is_deleted() {
+            return Err(StoreError::Conflict(Conflict::new(
+                "not_deleted",
+                format!("twin {id} is not deleted"),
+            )));
+        }
+        let now = clock::now();
+        tx.execute(
+            "UPDATE twins SET deleted_at = NULL, updated_at = ?2 WHERE id = ?1",
+            params![id.as_str(), now],
+        )
+        .map_err(|e| name_taken(e, current.name.as_str()))?;
+        let row = HistoryRow {
+            action: "restored",
+            from: None,
+            to: None,
+            actor,
+            reason: None,
+            run_id: None,
+        };
+        insert_history(&tx, id, row, &now)?;
+        let restored = require_twin(&tx, id)?;
+        tx.commit()?;
+        Ok(restored)
+    }
+
+    fn move_status(&self, id: &TwinId, change: StatusMove) -> StoreResult<Twin> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let sources = DeploymentStatus::allowed_sources(change.to);
+        let sources_json = to_json(&sources.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
+        let now = clock::now();
+        // Compare-and-set: the status must be one the machine allows and the lock must match.
+        let (lock_guard, new_locked, new_holder, run_id) = match &change.lock {
+            LockChange::None => ("is_locked = 0", false, None, None),
+            LockChange::Acquire(run) => ("is_locked = 0", true, Some(run.as_str()), Some(run)),
+            LockChange::Release(run) => ("locked_by_run = ?6", false, None, Some(run)),
+        };
+        let sql = format!(
+            "UPDATE twins SET deployment_status = ?2, is_locked = ?3, locked_by_run = ?4, updated_at = ?5
+             WHERE id = ?1 AND deleted_at IS NULL
+               AND deployment_status IN (SELECT value FROM json_each(?7))
+               AND {lock_guard}"
+        );
+        let previous = require_twin(&tx, id)?;
+        let holder_param = match &change.lock {
+            LockChange::Release(run) => Some(run.as_str()),
+            _ => None,
+        };
+        let changed = tx.execute(
+            &sql,
+            params![
+                id.as_str(),
+                change.to.as_str(),
+                new_locked,
+                new_holder,
+                now,
+                holder_param,
+                sources_json,
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::Conflict(refusal(&previous, &change)));
+        }
+        let row = HistoryRow {
+            action: "status_changed",
+            from: Some(previous.deployment_status),
+            to: Some(change.to),
+            actor: &change.actor,
+            reason: change.reason.as_deref(),
+            run_id,
+        };
+        insert_history(&tx, id, row, &now)?;
+        let moved = require_twin(&tx, id)?;
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    fn history(&self, id: &TwinId) -> StoreResult<Vec<HistoryEntry>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, twin_id, action, from_status, to_status, actor, reason, run_id, at
+             FROM twin_history WHERE twin_id = ?1 ORDER BY id",
+        )?;
+        let mut rows = stmt.query(params![id.as_str()])?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next()? {
+            entries.push(history_from_row(row)?);
+        }
+        Ok(entries)
+    }
+
+    fn insert_token(
+        &self,
+        token_hash: &str,
+        principal: &Principal,
+        label: Option<&str>,
+    ) -> StoreResult<()> {
+        self.conn()?.execute(
+            "INSERT INTO api_tokens (token_hash, owner, is_admin, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token_hash, principal.owner, principal.is_admin, label, clock::now()],
+        )?;
+        Ok(())
+    }
+
+    fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT owner, is_admin FROM api_tokens WHERE token_hash = ?1")?;
+        Ok(stmt
+            .query_row(params![token_hash], |row| {
+                Ok(Principal {
+                    owner: row.get(0)?,
+                    is_admin: row.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn has_admin_token(&self) -> StoreResult<bool> {
+        let conn = self.conn()?;
+        Ok(conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE is_admin = 1)",
+            [],
+            |row| row.get(0),
+        )?)
+    }
+
+    fn insert_session(
+        &self,
+        session_hash: &str,
+        principal: &Principal,
+        expires_at: &str,
+    ) -> StoreResult<()> {
+        let conn = self.conn()?;
+        let now = clock::now();
+        conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])?;
+        conn.execute(
+            "INSERT INTO sessions (session_hash, owner, is_admin, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![session_hash, principal.owner, principal.is_admin, now, expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn find_session(&self, session_hash: &str, now: &str) -> StoreResult<Option<Principal>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT owner, is_admin FROM sessions WHERE session_hash = ?1 AND expires_at > ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![session_hash, now], |row| {
+                Ok(Principal {
+                    owner: row.get(0)?,
+                    is_admin: row.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn delete_session(&self, session_hash: &str) -> StoreResult<()> {
+        self.conn()?.execute(
+            "DELETE FROM sessions WHERE session_hash = ?1",
+            params![session_hash],
+        )?;
+        Ok(())
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// Explains why a compare-and-set status move matched no row.
+fn refusal(current: &Twin, change: &StatusMove) -> Conflict {
+    let id = &current.id;
+    if current.is_deleted() {
+        return Conflict::new(
+            "twin_deleted",
+            format!("twin {id} is deleted; restore it first"),
+        );
+    }
+    let lock_mismatch = match &change.lock {
+        LockChange::None | LockChange::Acquire(_) => current.is_locked,
+        LockChange::Release(run) => current.active_job_id.as_ref() != Some(run),
+    };
+    if lock_mismatch && current.is_locked {
+        let holder = current
+            .active_job_id
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        return Conflict {
+            code: "twin_locked",
+            detail: format!("twin {id} is locked by run {holder}"),
+            status: Some(current.deployment_status),
+            active_job_id: current.active_job_id.clone(),
+        };
+    }
+    if lock_mismatch {
+        return Conflict {
+            code: "lock_not_held",
+            detail: format!("twin {id} is not locked by this run"),
+            status: Some(current.deployment_status),
+            active_job_id: None,
+        };
+    }
+    Conflict {
+        code: "invalid_transition",
+        detail: format!(
+            "twin {id} cannot move from {} to {}",
+            current.deployment_status, change.to
+        ),
+        status: Some(current.deployment_status),
+        active_job_id: None,
+    }
+}
