@@ -1,0 +1,200 @@
+//! Who is calling: a bearer token (API token or HS256 JWT) or the dashboard's session cookie.
+
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::HttpMessage;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::auth::{generate_secret, hash_secret};
+use crate::clock;
+use crate::domain::Principal;
+use crate::store::{run_blocking, Store};
+
+pub const SESSION_COOKIE: &str = "terrastream_session";
+
+/// How requests are authenticated; shared by every worker.
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    jwt: Option<DecodingKey>,
+    session_ttl: chrono::Duration,
+    secure_cookies: bool,
+}
+
+#[derive(Deserialize)]
+struct JwtClaims {
+    sub: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<dyn Store>, settings: &crate::config::Settings) -> Self {
+        Self {
+            store,
+            jwt: settings
+                .jwt_secret
+                .as_deref()
+                .map(|s| DecodingKey::from_secret(s.as_bytes())),
+            session_ttl: chrono::Duration::from_std(settings.session_ttl)
+                .unwrap_or_else(|_| chrono::Duration::hours(12)),
+            secure_cookies: settings.secure_cookies,
+        }
+    }
+
+    /// The principal behind a bearer credential, if it is a known token or a valid JWT.
+    pub async fn principal_for_token(&self, token: &str) -> Result<Option<Principal>, ApiError> {
+        if let (Some(key), 3) = (&self.jwt, token.split('.').count()) {
+            let mut validation = Validation::new(Algorithm::HS256);
+            validation.set_required_spec_claims(&["sub"]);
+            return Ok(jsonwebtoken::decode::<JwtClaims>(token, key, &validation)
+                .ok()
+                .filter(|data| !data.claims.sub.trim().is_empty())
+                .map(|data| Principal {
+                    owner: data.claims.sub,
+                    is_admin: data.claims.admin,
+                }));
+        }
+        let hash = hash_secret(token);
+        Ok(run_blocking(&self.store, move |store| store.find_token(&hash)).await?)
+    }
+
+    async fn principal_for_session(&self, session: &str) -> Result<Option<Principal>, ApiError> {
+        let hash = hash_secret(session);
+        let now = clock::now();
+        Ok(run_blocking(&self.store, move |store| store.find_session(&hash, &now)).await?)
+    }
+
+    async fn authenticate(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+        if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+            let token = header
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ApiError::Unauthorized("Authorization must be 'Bearer <token>'".into())
+                })?;
+            return self
+                .principal_for_token(token)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()));
+        }
+        if let Some(cookie) = req.cookie(SESSION_COOKIE) {
+            return self
+                .principal_for_session(cookie.value())
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Unauthorized("the session has expired; sign in again".into())
+                });
+        }
+        Err(ApiError::Unauthorized(
+            "authentication required: send 'Authorization: Bearer <token>' or sign in".into(),
+        ))
+    }
+}
+
+/// Middleware for every protected scope: authenticates before any handler or body extractor
+/// runs, so a bad credential is always a 401, and leaves the [`Principal`] in the request.
+pub async fn require_principal(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let auth = req
+        .app_data::<web::Data<Authenticator>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("authenticator is not configured"))?;
+    match auth.authenticate(req.request()).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            Ok(next.call(req).await?.map_into_boxed_body())
+        }
+        Err(err) => Ok(req.error_response(err)),
+    }
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            req.extensions()
+                .get::<Principal>()
+                .cloned()
+                .ok_or_else(|| ApiError::Unauthorized("authentication required".into())),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    token: String,
+}
+
+/// `POST /auth/login`: trades a token for an HttpOnly session cookie (EventSource cannot send
+/// headers, so the browser dashboard uses this).
+pub async fn login(
+    auth: web::Data<Authenticator>,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = auth
+        .principal_for_token(body.token.trim())
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("that token is not valid".into()))?;
+    let session = generate_secret("");
+    let expires = chrono::Utc::now() + auth.session_ttl;
+    let (hash, who, expires_at) = (
+        hash_secret(&session),
+        principal.clone(),
+        clock::format(expires),
+    );
+    run_blocking(&auth.store, move |store| {
+        store.insert_session(&hash, &who, &expires_at)
+    })
+    .await?;
+    let cookie = Cookie::build(SESSION_COOKIE, session)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(auth.secure_cookies)
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            auth.session_ttl.num_seconds(),
+        ))
+        .finish();
+    Ok(HttpResponse::Ok()
+        .cookie(cookie)
+        .json(json!({ "owner": principal.owner, "is_admin": principal.is_admin, "expires_at": clock::format(expires) })))
+}
+
+/// `POST /auth/logout`: ends the session and clears the cookie.
+pub async fn logout(
+    auth: web::Data<Authenticator>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
+        let hash = hash_secret(cookie.value());
+        run_blocking(&auth.store, move |store| store.delete_session(&hash)).await?;
+    }
+    let mut removal = Cookie::build(SESSION_COOKIE, "").path("/").finish();
+    removal.make_removal();
+    Ok(HttpResponse::Ok()
+        .cookie(removal)
+        .json(json!({ "success": true })))
+}
+
+/// `GET /auth/whoami`: the caller, for the dashboard to show and to check a session.
+pub async fn whoami(principal: Principal) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "owner": principal.owner, "is_admin": principal.is_admin }))
+}

@@ -1,0 +1,155 @@
+//! The one place where errors become HTTP responses: `{"detail", "code", ...}` JSON with a
+//! status code a client can act on. Internal causes are logged, never sent.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::domain::{IdError, ValidationError};
+use crate::store::{Conflict, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(Conflict),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Something broke on our side; the cause is logged, the client gets a generic sentence.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Conflict(conflict) => conflict.code,
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ApiError::Internal(cause.to_string())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let detail = match self {
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %cause, "request failed");
+                "the gateway hit an internal error; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({ "detail": detail, "code": self.code() });
+        if let ApiError::Conflict(conflict) = self {
+            if let Some(status) = conflict.status {
+                body["deployment_status"] = json!(status);
+            }
+            if let Some(run) = &conflict.active_job_id {
+                body["active_job_id"] = json!(run);
+            }
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(body)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            StoreError::Conflict(conflict) => ApiError::Conflict(conflict),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(err: ValidationError) -> Self {
+        ApiError::Unprocessable(err.0)
+    }
+}
+
+impl From<IdError> for ApiError {
+    fn from(err: IdError) -> Self {
+        ApiError::NotFound(err.to_string())
+    }
+}
+
+/// actix's own extractor errors (bad JSON, bad query, oversized bodies) in our JSON shape.
+pub fn json_payload_error(
+    err: actix_web::error::JsonPayloadError,
+    _: &HttpRequest,
+) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let api = match &err {
+        E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => ApiError::PayloadTooLarge(
+            format!("request body is larger than the limit of {limit} bytes"),
+        ),
+        E::ContentType => ApiError::BadRequest(
+            "request body must be JSON (Content-Type: application/json)".into(),
+        ),
+        E::Deserialize(inner) if inner.is_data() => {
+            ApiError::BadRequest(format!("request body does not fit: {inner}"))
+        }
+        E::Deserialize(inner) => {
+            ApiError::BadRequest(format!("request body is not valid JSON: {inner}"))
+        }
+        other => ApiError::BadRequest(format!("could not read the request body: {other}")),
+    };
+    api.into()
+}
+
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("bad query string: {err}")).into()
+}
+
+pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound(format!("bad path: {err}")).into()
+}
+
+/// Routes that do not exist, as JSON.
+pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}

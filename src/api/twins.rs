@@ -1,0 +1,246 @@
+//! `/twins`: create, read, change, soft-delete and restore twins; their history and status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::domain::{
+    DeploymentStatus, FilePath, NewTwin, Principal, Twin, TwinFiles, TwinId, TwinName, TwinUpdate,
+    ValidationError, Variables,
+};
+use crate::store::{run_blocking, LockChange, StatusMove, Store};
+
+/// Request bodies hold raw strings: a well-formed body with a bad value is a 422 that names the
+/// value, not a 400 about JSON.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTwinRequest {
+    name: String,
+    provider: Option<String>,
+    files: BTreeMap<String, String>,
+    #[serde(default)]
+    variables: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTwinRequest {
+    name: Option<String>,
+    files: Option<BTreeMap<String, String>>,
+    variables: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    include_deleted: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    status: String,
+    reason: Option<String>,
+}
+
+fn parse_files(raw: BTreeMap<String, String>) -> Result<TwinFiles, ValidationError> {
+    let files = raw
+        .into_iter()
+        .map(|(path, content)| Ok((FilePath::parse(&path)?, content)))
+        .collect::<Result<BTreeMap<_, _>, ValidationError>>()?;
+    TwinFiles::new(files)
+}
+
+/// Variable names as terraform accepts them: a letter or underscore, then letters, digits,
+/// underscores and dashes.
+fn parse_variables(
+    raw: serde_json::Map<String, serde_json::Value>,
+) -> Result<Variables, ValidationError> {
+    for name in raw.keys() {
+        let mut chars = name.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            let shown: String = name.chars().take(60).collect();
+            return Err(ValidationError::new(format!(
+                "'{shown}' is not a valid terraform variable name"
+            )));
+        }
+    }
+    Ok(raw.into_iter().collect())
+}
+
+/// Loads a twin the caller may see; another owner's twin is as missing as one never made.
+pub async fn visible_twin(
+    store: &Arc<dyn Store>,
+    principal: &Principal,
+    raw_id: &str,
+) -> Result<Twin, ApiError> {
+    let id: TwinId = raw_id.parse().map_err(|_| {
+        ApiError::NotFound(format!(
+            "twin '{}' not found",
+            raw_id.chars().take(80).collect::<String>()
+        ))
+    })?;
+    let lookup = id.clone();
+    let twin = run_blocking(store, move |s| s.get_twin(&lookup)).await?;
+    twin.filter(|t| principal.may_access(&t.owner))
+        .ok_or_else(|| ApiError::NotFound(format!("twin {id} not found")))
+}
+
+pub async fn create(
+    store: web::Data<dyn Store>,
+    principal: Principal,
+    body: web::Json<CreateTwinRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let new = NewTwin {
+        id: TwinId::generate(),
+        owner: principal.owner.clone(),
+        name: TwinName::parse(&body.name)?,
+        provider: body
+            .provider
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        files: parse_files(body.files)?,
+        variables: parse_variables(body.variables.unwrap_or_default())?,
+    };
+    let store = store.into_inner();
+    let twin = run_blocking(&store, move |s| s.create_twin(new, &principal.owner)).await?;
+    tracing::info!(twin_id = %twin.id, owner = %twin.owner, "twin created");
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/twins/{}", twin.id)))
+        .json(twin))
+}
+
+pub async fn list(
+    store: web::Data<dyn Store>,
+    principal: Principal,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if query.include_deleted && !principal.is_admin {
+        return Err(ApiError::Forbidden(
+            "only admins may list deleted twins".into(),
+        ));
+    }
+    let include_deleted = query.include_deleted;
+    let store = store.into_inner();
+    let twins = run_blocking(&store, move |s| s.list_twins(&principal, include_deleted)).await?;
+    Ok(HttpResponse::Ok().json(twins))
+}
+
+pub async fn get(
+    store: web::Data<dyn Store>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let twin = visible_twin(&store.into_inner(), &principal, &path).await?;
+    Ok(HttpResponse::Ok().json(twin))
+}
+
+pub async fn update(
+    store: web::Data<dyn Store>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Json<UpdateTwinRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let store = store.into_inner();
+    let twin = visible_twin(&store, &principal, &path).await?;
+    let body = body.into_inner();
+    let update = TwinUpdate {
+        name: body.name.as_deref().map(TwinName::parse).transpose()?,
+        files: body.files.map(parse_files).transpose()?,
+        variables: body.variables.map(parse_variables).transpose()?,
+    };
+    if update.name.is_none() && update.files.is_none() && update.variables.is_none() {
+        return Err(ApiError::Unprocessable(
+            "nothing to update: give name, files or variables".into(),
+        ));
+    }
+    let updated = run_blocking(&store, move |s| {
+        s.update_twin(&twin.id, update, &principal.owner)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+pub async fn delete(
+    store: web::Data<dyn Store>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let store = store.into_inner();
+    let twin = visible_twin(&store, &principal, &path).await?;
+    let deleted = run_blocking(&store, move |s| {
+        s.soft_delete_twin(&twin.id, &principal.owner)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "success": true,
+        "twin_id": deleted.id,
+        "status": "deleted",
+        "deleted_at": deleted.deleted_at,
+        "message": format!("twin '{}' deleted; POST /twins/{}/restore undoes it", deleted.name, deleted.id),
+    })))
+}
+
+pub async fn restore(
+    store: web::Data<dyn Store>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let store = store.into_inner();
+    let twin = visible_twin(&store, &principal, &path).await?;
+    let restored =
+        run_blocking(&store, move |s| s.restore_twin(&twin.id, &principal.owner)).await?;
+    Ok(HttpResponse::Ok().json(restored))
+}
+
+pub async fn history(
+    store: web::Data<dyn Store>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let store = store.into_inner();
+    let twin = visible_twin(&store, &principal, &path).await?;
+    let entries = run_blocking(&store, move |s| s.history(&twin.id)).await?;
+    Ok(HttpResponse::Ok().json(entries))
+}
+
+/// `POST /twins/{id}/status`: a status move without a run. Owners may only keep resources
+/// after a failed destroy (`destroy_failed -> deployed`); admins may make any move the machine
+/// allows, to repair a twin by hand. Runs make every other move themselves.
+pub async fn set_status(
+    store: web::Data<dyn Store>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Json<StatusRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let store = store.into_inner();
+    let twin = visible_twin(&store, &principal, &path).await?;
+    let body = body.into_inner();
+    let to: DeploymentStatus = body.status.parse()?;
+    let keeps_resources = twin.deployment_status == DeploymentStatus::DestroyFailed
+        && to == DeploymentStatus::Deployed;
+    if !principal.is_admin && !keeps_resources {
+        return Err(ApiError::Forbidden(
+            "only admins may set a status by hand; start a deploy or destroy instead".into(),
+        ));
+    }
+    let change = StatusMove {
+        to,
+        actor: principal.owner.clone(),
+        reason: Some(body.reason.unwrap_or_else(|| "set by hand".into())),
+        lock: LockChange::None,
+    };
+    let moved = run_blocking(&store, move |s| s.move_status(&twin.id, change)).await?;
+    Ok(HttpResponse::Ok().json(moved))
+}

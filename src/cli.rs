@@ -1,0 +1,89 @@
+//! The command line: `terrastream serve` and `terrastream token create`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Settings;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "terrastream",
+    version,
+    about = "Runs terraform for digital twins and streams every line"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the gateway.
+    Serve(ServeArgs),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token for an owner and print it once.
+    Create {
+        #[arg(long)]
+        owner: String,
+        /// Let the token see and manage every owner's twins.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long, env = "TERRASTREAM_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TERRASTREAM_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Where the database, working directories and keys live.
+    #[arg(long, env = "TERRASTREAM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Path of the terraform (or tofu) binary; default: the tools folder, then PATH.
+    #[arg(long, env = "TERRASTREAM_TERRAFORM")]
+    pub terraform: Option<PathBuf>,
+    /// The project's tools folder (made by scripts/setup.sh); found automatically if not given.
+    #[arg(long, env = "TERRASTREAM_TOOLS_DIR")]
+    pub tools_dir: Option<PathBuf>,
+    /// Accept HS256 JWTs signed with this secret (claim `sub` = owner, `admin` = bool).
+    #[arg(long, env = "TERRASTREAM_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Origins allowed by CORS, comma-separated ("*" for any).
+    #[arg(long, env = "TERRASTREAM_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "TERRASTREAM_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Mark the session cookie Secure (serve over HTTPS).
+    #[arg(long, env = "TERRASTREAM_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+}
+
+impl ServeArgs {
+    pub fn into_settings(self) -> Settings {
+        let mut settings = Settings::new(self.data_dir);
+        settings.bind = self.bind;
+        settings.terraform = self.terraform;
+        settings.tools_dir = self.tools_dir;
+        settings.jwt_secret = self.jwt_secret.filter(|s| !s.is_empty());
+        settings.cors_origins = self
+            .cors_origins
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect();
+        settings.max_body_bytes = self.max_body_bytes;
+        settings.secure_cookies = self.secure_cookies;
+        settings
+    }
+}

@@ -1,0 +1,14 @@
+//! terrastream: the gateway that runs terraform for digital twins and streams every line it
+//! prints to the dashboard.
+//!
+//! Floors, each using only those below it: [`app`] (startup) -> [`api`] (HTTP) ->
+//! [`store`] (persistence) -> [`domain`] (twins and the status machine).
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod store;

@@ -1,0 +1,52 @@
+use clap::Parser;
+use terrastream::app::Application;
+use terrastream::auth;
+use terrastream::cli::{Cli, Command, TokenCommand};
+use terrastream::domain::Principal;
+use terrastream::store::SqliteStore;
+use tracing_subscriber::EnvFilter;
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            let settings = args.into_settings();
+            let app = Application::build(settings.clone())?;
+            if let Some(token) = app.new_admin_token() {
+                // Printed once, to the terminal only; never logged.
+                println!(
+                    "Admin token (also in {}):\n{token}",
+                    settings.admin_token_path().display()
+                );
+            }
+            tracing::info!(port = app.port(), data_dir = %settings.data_dir.display(), "terrastream listening");
+            app.run_until_stopped().await?;
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    owner,
+                    admin,
+                    data_dir,
+                },
+        } => {
+            std::fs::create_dir_all(&data_dir)?;
+            let store = SqliteStore::open(&data_dir.join("terrastream.db"))?;
+            let principal = Principal {
+                owner: owner.trim().to_owned(),
+                is_admin: admin,
+            };
+            anyhow::ensure!(!principal.owner.is_empty(), "--owner must not be empty");
+            let token = auth::create_token(&store, &principal, Some("cli"))?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}
