@@ -4,12 +4,14 @@
 mod ids;
 mod names;
 mod principal;
+mod run;
 mod status;
 mod twin;
 
 pub use ids::{IdError, RunId, TwinId};
 pub use names::{FilePath, TwinName};
 pub use principal::Principal;
+pub use run::{LogStream, Outcome, Run, RunEvent, RunKind, RunStatus, Stage};
 pub use status::{DeploymentStatus, ALLOWED_MOVES};
 pub use twin::{HistoryEntry, NewTwin, Provider, Twin, TwinFiles, TwinUpdate, Variables};
 

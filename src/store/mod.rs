@@ -8,7 +8,8 @@ use std::sync::Arc;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, NewTwin, Principal, RunId, Twin, TwinId, TwinUpdate,
+    DeploymentStatus, HistoryEntry, NewTwin, Outcome, Principal, Run, RunId, RunKind, Twin, TwinId,
+    TwinUpdate,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,55 @@ pub struct StatusMove {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// One event of a run with its sequence number, as stored and as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub run_id: RunId,
+    pub seq: u64,
+    pub event: String,
+    /// One-line JSON.
+    pub data: String,
+}
+
+impl StoredEvent {
+    pub fn is_done(&self) -> bool {
+        self.event == "done"
+    }
+}
+
+/// A new run and the status move that starts it (taking the twin's lock).
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: RunId,
+    pub twin_id: TwinId,
+    pub kind: RunKind,
+    pub actor: String,
+}
+
+/// What happens to the twin's stored outputs when a run ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputsChange {
+    Keep,
+    /// A successful deploy: new outputs (already masked) and `last_deployed_at` = now.
+    Deployed(serde_json::Value),
+    /// A successful destroy: no outputs any more.
+    Clear,
+}
+
+/// How a run ended; written in the same transaction as its `done` event and the twin's move.
+#[derive(Debug, Clone)]
+pub struct RunFinish {
+    pub run_id: RunId,
+    pub twin_id: TwinId,
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub message: String,
+    pub outputs: OutputsChange,
+    /// `None` only when the twin was moved under the run and it must end without moving it.
+    pub twin_move: Option<StatusMove>,
+}
+
 pub trait Store: Send + Sync + 'static {
     fn create_twin(&self, twin: NewTwin, actor: &str) -> StoreResult<Twin>;
     /// Twins visible to `principal` (its own, or all for admins), oldest first.
@@ -108,6 +158,30 @@ pub trait Store: Send + Sync + 'static {
     /// The session's principal if it exists and has not expired at `now`.
     fn find_session(&self, session_hash: &str, now: &str) -> StoreResult<Option<Principal>>;
     fn delete_session(&self, session_hash: &str) -> StoreResult<()>;
+    /// Creates the run and moves the twin (taking its lock) in one transaction.
+    fn start_run(&self, run: NewRun, change: StatusMove) -> StoreResult<(Run, Twin)>;
+    fn get_run(&self, id: &RunId) -> StoreResult<Option<Run>>;
+    /// A twin's runs, newest first.
+    fn list_runs(&self, twin_id: &TwinId) -> StoreResult<Vec<Run>>;
+    /// Remembers where a run's terraform lives, so it can be found again after a crash.
+    fn record_run_process(
+        &self,
+        id: &RunId,
+        process_group: Option<i32>,
+        workdir: &str,
+    ) -> StoreResult<()>;
+    /// Appends events (in sequence order) in one transaction, keeping the run's stage and
+    /// progress in step; with `finish`, also ends the run and moves the twin in that transaction.
+    fn append_events(&self, events: &[StoredEvent], finish: Option<&RunFinish>) -> StoreResult<()>;
+    /// Up to `limit` events of a run with `seq > after`, in order.
+    fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>>;
+    /// The highest sequence number stored for the run (0 if none).
+    fn last_event_seq(&self, run_id: &RunId) -> StoreResult<u64>;
     /// A cheap round trip, for health checks.
     fn ping(&self) -> StoreResult<()>;
 }

@@ -8,13 +8,20 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 
-use super::{Conflict, LockChange, StatusMove, Store, StoreError, StoreResult};
+use super::{
+    Conflict, LockChange, NewRun, OutputsChange, RunFinish, StatusMove, Store, StoreError,
+    StoreResult, StoredEvent,
+};
 use crate::clock;
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, NewTwin, Principal, RunId, Twin, TwinId, TwinName, TwinUpdate,
+    DeploymentStatus, HistoryEntry, NewTwin, Principal, Run, RunId, Twin, TwinId, TwinName,
+    TwinUpdate,
 };
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("../../migrations/001_foundation.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("../../migrations/001_foundation.sql")),
+    M::up(include_str!("../../migrations/002_runs.sql")),
+];
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
      is_locked, locked_by_run, last_deployed_at, terraform_outputs, created_at, updated_at, deleted_at";
@@ -383,51 +390,7 @@ impl Store for SqliteStore {
     fn move_status(&self, id: &TwinId, change: StatusMove) -> StoreResult<Twin> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let sources = DeploymentStatus::allowed_sources(change.to);
-        let sources_json = to_json(&sources.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
-        let now = clock::now();
-        // Compare-and-set: the status must be one the machine allows and the lock must match.
-        let (lock_guard, new_locked, new_holder, run_id) = match &change.lock {
-            LockChange::None => ("is_locked = 0", false, None, None),
-            LockChange::Acquire(run) => ("is_locked = 0", true, Some(run.as_str()), Some(run)),
-            LockChange::Release(run) => ("locked_by_run = ?6", false, None, Some(run)),
-        };
-        let sql = format!(
-            "UPDATE twins SET deployment_status = ?2, is_locked = ?3, locked_by_run = ?4, updated_at = ?5
-             WHERE id = ?1 AND deleted_at IS NULL
-               AND deployment_status IN (SELECT value FROM json_each(?7))
-               AND {lock_guard}"
-        );
-        let previous = require_twin(&tx, id)?;
-        let holder_param = match &change.lock {
-            LockChange::Release(run) => Some(run.as_str()),
-            _ => None,
-        };
-        let changed = tx.execute(
-            &sql,
-            params![
-                id.as_str(),
-                change.to.as_str(),
-                new_locked,
-                new_holder,
-                now,
-                holder_param,
-                sources_json,
-            ],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::Conflict(refusal(&previous, &change)));
-        }
-        let row = HistoryRow {
-            action: "status_changed",
-            from: Some(previous.deployment_status),
-            to: Some(change.to),
-            actor: &change.actor,
-            reason: change.reason.as_deref(),
-            run_id,
-        };
-        insert_history(&tx, id, row, &now)?;
-        let moved = require_twin(&tx, id)?;
+        let moved = apply_move(&tx, id, &change, None)?;
         tx.commit()?;
         Ok(moved)
     }
@@ -521,10 +484,272 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn start_run(&self, run: NewRun, change: StatusMove) -> StoreResult<(Run, Twin)> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let twin = apply_move(&tx, &run.twin_id, &change, Some(&run.id))?;
+        let now = clock::now();
+        tx.execute(
+            "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, start_time)
+             VALUES (?1, ?2, ?3, 'processing', ?4, ?5, ?5)",
+            params![
+                run.id.as_str(),
+                run.twin_id.as_str(),
+                run.kind.as_str(),
+                run.actor,
+                now
+            ],
+        )?;
+        let stored = select_run(&tx, &run.id)?.ok_or_else(|| corrupt("run vanished"))?;
+        tx.commit()?;
+        Ok((stored, twin))
+    }
+
+    fn get_run(&self, id: &RunId) -> StoreResult<Option<Run>> {
+        let conn = self.conn()?;
+        select_run(&conn, id)
+    }
+
+    fn list_runs(&self, twin_id: &TwinId) -> StoreResult<Vec<Run>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE twin_id = ?1 ORDER BY created_at DESC, id DESC"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![twin_id.as_str()])?;
+        let mut runs = Vec::new();
+        while let Some(row) = rows.next()? {
+            runs.push(run_from_row(row)?);
+        }
+        Ok(runs)
+    }
+
+    fn record_run_process(
+        &self,
+        id: &RunId,
+        process_group: Option<i32>,
+        workdir: &str,
+    ) -> StoreResult<()> {
+        self.conn()?.execute(
+            "UPDATE runs SET process_group = ?2, workdir = ?3 WHERE id = ?1",
+            params![id.as_str(), process_group, workdir],
+        )?;
+        Ok(())
+    }
+
+    fn append_events(&self, events: &[StoredEvent], finish: Option<&RunFinish>) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO run_events (run_id, seq, event, data) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for event in events {
+                let seq = i64::try_from(event.seq).map_err(corrupt)?;
+                insert.execute(params![event.run_id.as_str(), seq, event.event, event.data])?;
+                track_run_state(&tx, event)?;
+            }
+        }
+        if let Some(finish) = finish {
+            finish_run(&tx, finish)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn events_after(
+        &self,
+        run_id: &RunId,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, event, data FROM run_events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![run_id.as_str(), after, limit])?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            events.push(StoredEvent {
+                run_id: run_id.clone(),
+                seq: u64::try_from(seq).map_err(corrupt)?,
+                event: row.get(1)?,
+                data: row.get(2)?,
+            });
+        }
+        Ok(events)
+    }
+
+    fn last_event_seq(&self, run_id: &RunId) -> StoreResult<u64> {
+        let conn = self.conn()?;
+        let seq: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = ?1",
+            params![run_id.as_str()],
+            |row| row.get(0),
+        )?;
+        u64::try_from(seq).map_err(corrupt)
+    }
+
     fn ping(&self) -> StoreResult<()> {
         self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
+}
+
+/// The status move as a compare-and-set inside the caller's transaction: the status must be one
+/// the machine allows and the lock must be as `change.lock` expects. Writes the history row.
+fn apply_move(
+    tx: &Transaction<'_>,
+    id: &TwinId,
+    change: &StatusMove,
+    run_id: Option<&RunId>,
+) -> StoreResult<Twin> {
+    let sources = DeploymentStatus::allowed_sources(change.to);
+    let sources_json = to_json(&sources.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
+    let now = clock::now();
+    let (lock_guard, new_locked, new_holder, holder_param) = match &change.lock {
+        LockChange::None => ("is_locked = 0", false, None, None),
+        LockChange::Acquire(run) => ("is_locked = 0", true, Some(run.as_str()), None),
+        LockChange::Release(run) => ("locked_by_run = ?6", false, None, Some(run.as_str())),
+    };
+    let run_id = run_id.or(match &change.lock {
+        LockChange::Acquire(run) | LockChange::Release(run) => Some(run),
+        LockChange::None => None,
+    });
+    let previous = require_twin(tx, id)?;
+    let sql = format!(
+        "UPDATE twins SET deployment_status = ?2, is_locked = ?3, locked_by_run = ?4, updated_at = ?5
+         WHERE id = ?1 AND deleted_at IS NULL
+           AND deployment_status IN (SELECT value FROM json_each(?7))
+           AND {lock_guard}"
+    );
+    let changed = tx.execute(
+        &sql,
+        params![
+            id.as_str(),
+            change.to.as_str(),
+            new_locked,
+            new_holder,
+            now,
+            holder_param,
+            sources_json
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::Conflict(refusal(&previous, change)));
+    }
+    let row = HistoryRow {
+        action: "status_changed",
+        from: Some(previous.deployment_status),
+        to: Some(change.to),
+        actor: &change.actor,
+        reason: change.reason.as_deref(),
+        run_id,
+    };
+    insert_history(tx, id, row, &now)?;
+    require_twin(tx, id)
+}
+
+const RUN_COLUMNS: &str =
+    "id, twin_id, kind, status, stage, progress, actor, created_at, start_time, \
+     end_time, exit_code, error, message, outputs";
+
+fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
+    let outputs: Option<String> = row.get("outputs")?;
+    let progress: i64 = row.get("progress")?;
+    Ok(Run {
+        id: parse_column(row, "id")?,
+        twin_id: parse_column(row, "twin_id")?,
+        kind: parse_column(row, "kind")?,
+        status: parse_column(row, "status")?,
+        stage: parse_optional_column(row, "stage")?,
+        progress: u8::try_from(progress.clamp(0, 100)).unwrap_or(0),
+        actor: row.get("actor")?,
+        created_at: row.get("created_at")?,
+        start_time: row.get("start_time")?,
+        end_time: row.get("end_time")?,
+        exit_code: row.get("exit_code")?,
+        error: row.get("error")?,
+        message: row.get("message")?,
+        outputs: outputs
+            .map(|text| serde_json::from_str(&text).map_err(corrupt))
+            .transpose()?,
+    })
+}
+
+fn select_run(conn: &rusqlite::Connection, id: &RunId) -> StoreResult<Option<Run>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![id.as_str()])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(run_from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// Keeps `runs.stage` and `runs.progress` in step with the events that announce them.
+fn track_run_state(tx: &Transaction<'_>, event: &StoredEvent) -> StoreResult<()> {
+    let field = match event.event.as_str() {
+        "stage" => "stage",
+        "progress" => "percent",
+        _ => return Ok(()),
+    };
+    let data: serde_json::Value = serde_json::from_str(&event.data).map_err(corrupt)?;
+    if field == "stage" {
+        if let Some(stage) = data["stage"].as_str() {
+            tx.prepare_cached("UPDATE runs SET stage = ?2 WHERE id = ?1")?
+                .execute(params![event.run_id.as_str(), stage])?;
+        }
+    } else if let Some(percent) = data["percent"].as_i64() {
+        tx.prepare_cached("UPDATE runs SET progress = ?2 WHERE id = ?1")?
+            .execute(params![event.run_id.as_str(), percent.clamp(0, 100)])?;
+    }
+    Ok(())
+}
+
+fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<()> {
+    let now = clock::now();
+    let outputs_json = match &finish.outputs {
+        OutputsChange::Deployed(outputs) => Some(to_json(outputs)?),
+        _ => None,
+    };
+    tx.execute(
+        "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, message = ?5, outputs = ?6,
+                end_time = ?7, process_group = NULL,
+                progress = CASE WHEN ?2 = 'completed' THEN 100 ELSE progress END
+         WHERE id = ?1",
+        params![
+            finish.run_id.as_str(),
+            finish.outcome.run_status().as_str(),
+            finish.exit_code,
+            finish.error,
+            finish.message,
+            outputs_json,
+            now,
+        ],
+    )?;
+    if let Some(change) = &finish.twin_move {
+        apply_move(tx, &finish.twin_id, change, Some(&finish.run_id))?;
+    }
+    match &finish.outputs {
+        OutputsChange::Keep => {}
+        OutputsChange::Deployed(_) => {
+            tx.execute(
+                "UPDATE twins SET terraform_outputs = ?2, last_deployed_at = ?3 WHERE id = ?1",
+                params![finish.twin_id.as_str(), outputs_json, now],
+            )?;
+        }
+        OutputsChange::Clear => {
+            tx.execute(
+                "UPDATE twins SET terraform_outputs = NULL WHERE id = ?1",
+                params![finish.twin_id.as_str()],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Explains why a compare-and-set status move matched no row.

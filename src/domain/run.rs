@@ -1,0 +1,299 @@
+//! Runs: one deploy or destroy of a twin, and the events it streams.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{DeploymentStatus, RunId, TwinId, ValidationError};
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The single conversion to the text stored and sent.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValidationError;
+            fn from_str(value: &str) -> Result<Self, Self::Err> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == value).ok_or_else(|| {
+                    ValidationError::new(format!(
+                        "unknown {} '{}'",
+                        stringify!($name),
+                        value.chars().take(40).collect::<String>()
+                    ))
+                })
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What a run does to the twin's infrastructure.
+    RunKind { Deploy => "deploy", Destroy => "destroy" }
+);
+
+text_enum!(
+    RunStatus {
+        Pending => "pending",
+        Processing => "processing",
+        Completed => "completed",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+text_enum!(
+    /// How a run ended, as the `done` event says it.
+    Outcome { Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled" }
+);
+
+text_enum!(
+    /// The steps a run walks through; each is announced by a `stage` event.
+    Stage {
+        Initializing => "initializing",
+        Planning => "planning",
+        Applying => "applying",
+        Destroying => "destroying",
+        Cleanup => "cleanup",
+        Complete => "complete",
+    }
+);
+
+impl Stage {
+    /// The label the dashboard shows.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Stage::Initializing => "Initializing...",
+            Stage::Planning => "Planning...",
+            Stage::Applying => "Applying...",
+            Stage::Destroying => "Destroying resources...",
+            Stage::Cleanup => "SDK cleanup...",
+            Stage::Complete => "Complete",
+        }
+    }
+}
+
+impl RunKind {
+    /// The twin status while this kind of run works.
+    pub const fn working_status(self) -> DeploymentStatus {
+        match self {
+            RunKind::Deploy => DeploymentStatus::Deploying,
+            RunKind::Destroy => DeploymentStatus::Destroying,
+        }
+    }
+
+    /// The twin status a run of this kind ends in.
+    pub const fn final_status(self, outcome: Outcome) -> DeploymentStatus {
+        match (self, outcome) {
+            (RunKind::Deploy, Outcome::Succeeded) => DeploymentStatus::Deployed,
+            (RunKind::Deploy, _) => DeploymentStatus::Error,
+            (RunKind::Destroy, Outcome::Succeeded) => DeploymentStatus::Draft,
+            (RunKind::Destroy, _) => DeploymentStatus::DestroyFailed,
+        }
+    }
+}
+
+impl Outcome {
+    pub const fn run_status(self) -> RunStatus {
+        match self {
+            Outcome::Succeeded => RunStatus::Completed,
+            Outcome::Failed => RunStatus::Failed,
+            Outcome::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
+impl RunStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: RunId,
+    pub twin_id: TwinId,
+    pub kind: RunKind,
+    pub status: RunStatus,
+    pub stage: Option<Stage>,
+    pub progress: u8,
+    pub actor: String,
+    pub created_at: String,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub message: Option<String>,
+    pub outputs: Option<serde_json::Value>,
+}
+
+/// Which stream of terraform a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// Something that happened in a run, before it has a sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    Stage {
+        stage: Stage,
+    },
+    Log {
+        stream: LogStream,
+        line: String,
+        ts: String,
+    },
+    Progress {
+        percent: u8,
+        done: u32,
+        total: u32,
+    },
+    Status {
+        twin_id: TwinId,
+        status: DeploymentStatus,
+    },
+    /// A note from the gateway itself (e.g. a watchdog warning), shown like a log line.
+    Warning {
+        message: String,
+    },
+    Done {
+        outcome: Outcome,
+        twin_status: DeploymentStatus,
+        error: Option<String>,
+    },
+}
+
+impl RunEvent {
+    /// The SSE event name, repeated as `type` in the data.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunEvent::Stage { .. } => "stage",
+            RunEvent::Log { .. } => "log",
+            RunEvent::Progress { .. } => "progress",
+            RunEvent::Status { .. } => "status",
+            RunEvent::Warning { .. } => "warning",
+            RunEvent::Done { .. } => "done",
+        }
+    }
+
+    /// The one-line JSON `data` of the event, as the contract gives it.
+    pub fn data(&self, job_id: &RunId) -> serde_json::Value {
+        let mut data = match self {
+            RunEvent::Stage { stage } => {
+                json!({ "job_id": job_id, "stage": stage, "label": stage.label() })
+            }
+            RunEvent::Log { stream, line, ts } => {
+                json!({ "job_id": job_id, "stream": stream, "line": line, "ts": ts })
+            }
+            RunEvent::Progress {
+                percent,
+                done,
+                total,
+            } => {
+                json!({ "job_id": job_id, "percent": percent, "done": done, "total": total })
+            }
+            RunEvent::Status { twin_id, status } => json!({ "twin_id": twin_id, "status": status }),
+            RunEvent::Warning { message } => json!({ "job_id": job_id, "message": message }),
+            RunEvent::Done {
+                outcome,
+                twin_status,
+                error,
+            } => {
+                let mut done =
+                    json!({ "job_id": job_id, "outcome": outcome, "twin_status": twin_status });
+                if let Some(error) = error {
+                    done["error"] = json!(error);
+                }
+                done
+            }
+        };
+        data["type"] = json!(self.name());
+        data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_statuses_follow_the_contract() {
+        assert_eq!(
+            RunKind::Deploy.final_status(Outcome::Succeeded),
+            DeploymentStatus::Deployed
+        );
+        assert_eq!(
+            RunKind::Deploy.final_status(Outcome::Cancelled),
+            DeploymentStatus::Error
+        );
+        assert_eq!(
+            RunKind::Destroy.final_status(Outcome::Succeeded),
+            DeploymentStatus::Draft
+        );
+        assert_eq!(
+            RunKind::Destroy.final_status(Outcome::Failed),
+            DeploymentStatus::DestroyFailed
+        );
+        for kind in RunKind::ALL {
+            for outcome in Outcome::ALL {
+                assert!(kind
+                    .working_status()
+                    .can_move_to(kind.final_status(*outcome)));
+            }
+        }
+    }
+
+    #[test]
+    fn event_data_repeats_the_event_name_as_type() {
+        let job = RunId::generate();
+        let done = RunEvent::Done {
+            outcome: Outcome::Failed,
+            twin_status: DeploymentStatus::Error,
+            error: Some("exit 1".into()),
+        };
+        let data = done.data(&job);
+        assert_eq!(data["type"], "done");
+        assert_eq!(data["outcome"], "failed");
+        assert_eq!(data["twin_status"], "error");
+        assert_eq!(data["error"], "exit 1");
+        let stage = RunEvent::Stage {
+            stage: Stage::Cleanup,
+        }
+        .data(&job);
+        assert_eq!(stage["label"], "SDK cleanup...");
+        assert_eq!(stage["stage"], "cleanup");
+    }
+
+    #[test]
+    fn text_forms_round_trip() {
+        for status in RunStatus::ALL {
+            assert_eq!(status.as_str().parse::<RunStatus>(), Ok(*status));
+        }
+        assert!("running".parse::<RunStatus>().is_err());
+    }
+}
