@@ -23,6 +23,14 @@ pub struct Settings {
     pub session_ttl: Duration,
     /// Mark the session cookie `Secure` (when served over HTTPS).
     pub secure_cookies: bool,
+    /// After SIGINT, how long terraform gets to finish in-flight work before it is killed.
+    pub cancel_grace: Duration,
+    /// A shell command run after a successful destroy (the "SDK cleanup" stage).
+    pub cleanup_command: Option<String>,
+    /// `NAME=value` lines of cloud credentials handed to terraform (and masked in output).
+    pub credentials_file: Option<PathBuf>,
+    /// Interval of SSE keep-alive comments.
+    pub keep_alive: Duration,
 }
 
 impl Settings {
@@ -38,6 +46,10 @@ impl Settings {
             max_body_bytes: 4 * 1024 * 1024,
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
+            cancel_grace: Duration::from_secs(60),
+            cleanup_command: None,
+            credentials_file: None,
+            keep_alive: Duration::from_secs(15),
         }
     }
 

@@ -1,0 +1,13 @@
+//! Runs: terraform as child processes, walked through their stages, streamed into the hub.
+
+mod process;
+pub mod secrets;
+mod supervisor;
+pub mod tfjson;
+pub mod toolchain;
+mod workspace;
+
+pub use process::{decode_line, Exit, LineSink, ProcessSpec, RunningProcess, MAX_LINE_BYTES};
+pub use supervisor::{RunError, Supervisor};
+pub use toolchain::{Toolchain, ToolchainError};
+pub use workspace::{sandbox_dir, work_dir};

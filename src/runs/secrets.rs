@@ -1,0 +1,171 @@
+//! Cloud credentials: read from the gateway's environment or a credentials file, handed only
+//! to terraform, and masked wherever terraform might print them.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+/// Credential variables of the three clouds (and terraform's own token variables).
+const CREDENTIAL_PREFIXES: &[&str] = &[
+    "AWS_",
+    "ARM_",
+    "AZURE_",
+    "GOOGLE_",
+    "GCLOUD_",
+    "CLOUDSDK_",
+    "TF_TOKEN_",
+];
+/// Name fragments that mark a value as secret (masked in output).
+const SECRET_MARKERS: &[&str] = &[
+    "SECRET",
+    "KEY",
+    "TOKEN",
+    "PASSWORD",
+    "CREDENTIALS",
+    "SESSION",
+];
+/// Shorter values are not masked: they would blank out ordinary words.
+const MIN_MASKED_LEN: usize = 6;
+pub const MASK: &str = "********";
+
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    vars: Vec<(String, String)>,
+}
+
+impl Credentials {
+    /// Credential variables from the environment, then from `file` (`NAME=value` lines,
+    /// `#` comments), the file winning.
+    pub fn load(file: Option<&Path>) -> std::io::Result<Self> {
+        let mut vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(name, _)| is_credential(name))
+            .collect();
+        if let Some(file) = file {
+            for line in std::fs::read_to_string(file)?.lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                if let Some((name, value)) = line.trim_start_matches("export ").split_once('=') {
+                    let value = value.trim().trim_matches('"').trim_matches('\'');
+                    vars.retain(|(n, _)| n != name.trim());
+                    vars.push((name.trim().to_owned(), value.to_owned()));
+                }
+            }
+        }
+        Ok(Self { vars })
+    }
+
+    pub fn env(&self) -> impl Iterator<Item = (OsString, OsString)> + '_ {
+        self.vars.iter().map(|(n, v)| (n.into(), v.into()))
+    }
+
+    /// The values to mask in anything terraform prints.
+    pub fn secret_values(&self) -> Vec<String> {
+        self.vars
+            .iter()
+            .filter(|(name, _)| {
+                SECRET_MARKERS
+                    .iter()
+                    .any(|m| name.to_ascii_uppercase().contains(m))
+            })
+            .map(|(_, value)| value.clone())
+            .collect()
+    }
+}
+
+fn is_credential(name: &str) -> bool {
+    CREDENTIAL_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Replaces known secret values in text.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    secrets: Vec<String>,
+}
+
+impl Masker {
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<String> = secrets
+            .into_iter()
+            .filter(|s| s.len() >= MIN_MASKED_LEN)
+            .collect();
+        // Longest first, so a secret that contains another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Self { secrets }
+    }
+
+    pub fn with(&self, more: impl IntoIterator<Item = String>) -> Self {
+        Self::new(self.secrets.iter().cloned().chain(more))
+    }
+
+    pub fn mask(&self, text: String) -> String {
+        if !self.secrets.iter().any(|s| text.contains(s.as_str())) {
+            return text;
+        }
+        self.secrets
+            .iter()
+            .fold(text, |acc, secret| acc.replace(secret.as_str(), MASK))
+    }
+}
+
+/// `terraform output -json` with sensitive values replaced by the mask:
+/// `{name: {"value", "type", "sensitive"}}`.
+pub fn mask_outputs(raw: &serde_json::Value) -> serde_json::Value {
+    let Some(outputs) = raw.as_object() else {
+        return serde_json::json!({});
+    };
+    outputs
+        .iter()
+        .map(|(name, output)| {
+            let sensitive = output["sensitive"].as_bool().unwrap_or(false);
+            let value = if sensitive { serde_json::json!(MASK) } else { output["value"].clone() };
+            let masked = serde_json::json!({ "value": value, "type": output["type"], "sensitive": sensitive });
+            (name.clone(), masked)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_are_masked_wherever_they_appear() {
+        let masker = Masker::new(["s3cr3t-value".to_owned(), "abc".to_owned()]);
+        assert_eq!(
+            masker.mask("key=s3cr3t-value; again s3cr3t-value".into()),
+            "key=********; again ********"
+        );
+        assert_eq!(
+            masker.mask("abc is too short to mask".into()),
+            "abc is too short to mask"
+        );
+    }
+
+    #[test]
+    fn sensitive_outputs_are_masked_and_others_kept() {
+        let raw = json!({
+            "endpoint": {"sensitive": false, "type": "string", "value": "https://x"},
+            "password": {"sensitive": true, "type": "string", "value": "hunter22"}
+        });
+        let masked = mask_outputs(&raw);
+        assert_eq!(masked["endpoint"]["value"], "https://x");
+        assert_eq!(masked["password"]["value"], MASK);
+        assert_eq!(masked["password"]["sensitive"], true);
+        assert!(!masked.to_string().contains("hunter22"));
+    }
+
+    #[test]
+    fn only_secret_looking_credentials_are_masked() {
+        let creds = Credentials {
+            vars: vec![
+                ("AWS_REGION".into(), "eu-west-1".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "wJalrXUtnFEMI".into()),
+            ],
+        };
+        assert_eq!(creds.secret_values(), vec!["wJalrXUtnFEMI".to_owned()]);
+    }
+}

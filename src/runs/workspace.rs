@@ -1,0 +1,84 @@
+//! A twin's working directory: its files as terraform sees them, kept between runs so
+//! `.terraform` (providers, modules) and the plan survive.
+
+use std::path::{Path, PathBuf};
+
+use crate::domain::Twin;
+
+/// Files the gateway writes itself (users cannot name files `terrastream_*`).
+const MANIFEST: &str = "terrastream_files.json";
+const VARIABLES: &str = "terrastream_variables.auto.tfvars.json";
+pub const PLAN_FILE: &str = "terrastream.tfplan";
+
+pub struct Workspace {
+    pub dir: PathBuf,
+    /// Where the sandbox provider keeps this twin's objects.
+    pub sandbox_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot prepare the working directory {}: {source}", dir.display())]
+pub struct WorkspaceError {
+    dir: PathBuf,
+    source: std::io::Error,
+}
+
+pub fn work_dir(data_dir: &Path, twin: &Twin) -> PathBuf {
+    data_dir.join("work").join(twin.id.as_str())
+}
+
+pub fn sandbox_dir(data_dir: &Path, twin: &Twin) -> PathBuf {
+    data_dir.join("sandbox").join(twin.id.as_str())
+}
+
+/// Writes the twin's current files (removing ones an earlier configuration had) and its
+/// variables.
+pub fn prepare(data_dir: &Path, twin: &Twin) -> Result<Workspace, WorkspaceError> {
+    let dir = work_dir(data_dir, twin);
+    let fail = |source| WorkspaceError {
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+
+    let previous: Vec<String> = std::fs::read(dir.join(MANIFEST))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let current: Vec<String> = twin
+        .files
+        .iter()
+        .map(|(path, _)| path.to_string())
+        .collect();
+    for stale in previous.iter().filter(|p| !current.contains(p)) {
+        // Paths in the manifest were validated when the twin was saved.
+        match std::fs::remove_file(dir.join(stale)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(fail(err)),
+            _ => {}
+        }
+    }
+    for (path, content) in twin.files.iter() {
+        let target = dir.join(path.as_str());
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(fail)?;
+        }
+        std::fs::write(&target, content).map_err(fail)?;
+    }
+    let variables = serde_json::to_vec_pretty(&twin.variables).unwrap_or_else(|_| b"{}".to_vec());
+    std::fs::write(dir.join(VARIABLES), variables).map_err(fail)?;
+    let manifest = serde_json::to_vec(&current).unwrap_or_else(|_| b"[]".to_vec());
+    std::fs::write(dir.join(MANIFEST), manifest).map_err(fail)?;
+    // The lock file pins provider checksums; the local mirror's sandbox provider changes when
+    // it is rebuilt, so let init write a fresh one.
+    match std::fs::remove_file(dir.join(".terraform.lock.hcl")) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(fail(err)),
+        _ => {}
+    }
+
+    let sandbox_dir = sandbox_dir(data_dir, twin);
+    std::fs::create_dir_all(&sandbox_dir).map_err(|source| WorkspaceError {
+        dir: sandbox_dir.clone(),
+        source,
+    })?;
+    Ok(Workspace { dir, sandbox_dir })
+}
