@@ -12,6 +12,9 @@ use tracing_actix_web::TracingLogger;
 use crate::api::{self, auth::Authenticator, error};
 use crate::auth;
 use crate::config::Settings;
+use crate::hub::EventHub;
+use crate::runs::secrets::Credentials;
+use crate::runs::{Supervisor, Toolchain};
 use crate::store::{SqliteStore, Store};
 
 /// A built gateway, bound to its port and ready to serve.
@@ -19,6 +22,20 @@ pub struct Application {
     port: u16,
     server: Server,
     new_admin_token: Option<String>,
+    runs_runtime: RunsRuntime,
+}
+
+/// Runs and the event writer live on their own threads, so however busy the HTTP workers
+/// are with streams, terraform's pipes are drained.
+struct RunsRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for RunsRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            // Dropping a runtime inside async code panics; this never blocks.
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Application {
@@ -41,6 +58,25 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
 
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("terrastream-runs")
+            .enable_all()
+            .build()
+            .context("cannot start the runs runtime")?;
+        let credentials = Credentials::load(settings.credentials_file.as_deref())
+            .context("cannot read the credentials file")?;
+        warn_if_no_terraform(&settings);
+        let hub = EventHub::start(Arc::clone(&store), runtime.handle());
+        let supervisor = web::Data::from(Supervisor::new(
+            settings.clone(),
+            Arc::clone(&store),
+            hub,
+            runtime.handle().clone(),
+            credentials,
+        ));
+        let settings_data = web::Data::new(settings.clone());
+
         let store_data: web::Data<dyn Store> = web::Data::from(Arc::clone(&store));
         let authenticator = web::Data::new(Authenticator::new(Arc::clone(&store), &settings));
         let max_body = settings.max_body_bytes;
@@ -52,6 +88,8 @@ impl Application {
                 .wrap(TracingLogger::default())
                 .app_data(store_data.clone())
                 .app_data(authenticator.clone())
+                .app_data(supervisor.clone())
+                .app_data(settings_data.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)
@@ -70,6 +108,7 @@ impl Application {
             port,
             server,
             new_admin_token,
+            runs_runtime: RunsRuntime(Some(runtime)),
         })
     }
 
@@ -83,7 +122,24 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Self {
+            server,
+            runs_runtime,
+            ..
+        } = self;
+        let result = server.await;
+        drop(runs_runtime);
+        result
+    }
+}
+
+/// A missing terraform is not fatal at start (twins can still be edited), but say so now.
+fn warn_if_no_terraform(settings: &Settings) {
+    match Toolchain::locate(settings) {
+        Ok(toolchain) => {
+            tracing::info!(terraform = %toolchain.terraform.display(), "terraform found")
+        }
+        Err(err) => tracing::warn!("{err}; runs will fail until this is fixed"),
     }
 }
 

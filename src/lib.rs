@@ -2,7 +2,8 @@
 //! prints to the dashboard.
 //!
 //! Floors, each using only those below it: [`app`] (startup) -> [`api`] (HTTP) ->
-//! [`store`] (persistence) -> [`domain`] (twins and the status machine).
+//! [`runs`] (terraform processes) -> [`hub`] (event sequence, storage, fan-out) ->
+//! [`store`] (persistence) -> [`domain`] (twins, runs and the status machine).
 
 pub mod api;
 pub mod app;
@@ -11,4 +12,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod hub;
+pub mod runs;
 pub mod store;

@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod error;
 mod health;
+mod runs;
+pub mod sse;
 mod twins;
 
 use actix_web::middleware::from_fn;
@@ -31,6 +33,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/{id}", web::delete().to(twins::delete))
                 .route("/{id}/restore", web::post().to(twins::restore))
                 .route("/{id}/history", web::get().to(twins::history))
-                .route("/{id}/status", web::post().to(twins::set_status)),
+                .route("/{id}/status", web::post().to(twins::set_status))
+                .route("/{id}/deploy", web::post().to(runs::deploy))
+                .route("/{id}/destroy", web::post().to(runs::destroy))
+                .route("/{id}/cancel", web::post().to(runs::cancel))
+                .route("/{id}/runs", web::get().to(runs::list_for_twin)),
+        )
+        .service(
+            web::scope("/runs")
+                .wrap(from_fn(auth::require_principal))
+                .route("/{id}", web::get().to(runs::get))
+                .route("/{id}/events", web::get().to(runs::events))
+                .route("/{id}/logs", web::get().to(runs::logs)),
         );
 }

@@ -1,0 +1,287 @@
+//! Runs: start a deploy or destroy, cancel it, read its status, events and logs.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::sse;
+use super::twins::visible_twin;
+use crate::config::Settings;
+use crate::domain::{Principal, Run, RunId, RunKind};
+use crate::runs::{RunError, Supervisor};
+use crate::store::{run_blocking, Store};
+
+/// A run as the contract shows it.
+#[derive(Serialize)]
+pub struct RunView {
+    job_id: RunId,
+    twin_id: String,
+    kind: RunKind,
+    status: crate::domain::RunStatus,
+    progress: u8,
+    stage: Option<crate::domain::Stage>,
+    stage_label: Option<&'static str>,
+    result: serde_json::Value,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    created_at: String,
+    exit_code: Option<i32>,
+    error: Option<String>,
+    actor: String,
+    events_url: String,
+}
+
+impl From<Run> for RunView {
+    fn from(run: Run) -> Self {
+        let events_url = format!("/runs/{}/events", run.id);
+        Self {
+            twin_id: run.twin_id.to_string(),
+            kind: run.kind,
+            status: run.status,
+            progress: run.progress,
+            stage: run.stage,
+            stage_label: run.stage.map(|s| s.label()),
+            result: json!({ "message": run.message, "outputs": run.outputs }),
+            start_time: run.start_time,
+            end_time: run.end_time,
+            created_at: run.created_at,
+            exit_code: run.exit_code,
+            error: run.error,
+            actor: run.actor,
+            job_id: run.id,
+            events_url,
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(err: RunError) -> Self {
+        match err {
+            RunError::Store(err) => err.into(),
+            RunError::Hub(err) => ApiError::internal(err),
+        }
+    }
+}
+
+pub async fn deploy(
+    req: HttpRequest,
+    supervisor: web::Data<Supervisor>,
+    settings: web::Data<Settings>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    start(req, supervisor, settings, principal, &path, RunKind::Deploy).await
+}
+
+pub async fn destroy(
+    req: HttpRequest,
+    supervisor: web::Data<Supervisor>,
+    settings: web::Data<Settings>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    start(
+        req,
+        supervisor,
+        settings,
+        principal,
+        &path,
+        RunKind::Destroy,
+    )
+    .await
+}
+
+async fn start(
+    req: HttpRequest,
+    supervisor: web::Data<Supervisor>,
+    settings: web::Data<Settings>,
+    principal: Principal,
+    twin_id: &str,
+    kind: RunKind,
+) -> Result<HttpResponse, ApiError> {
+    let supervisor = supervisor.into_inner();
+    let store = supervisor.store();
+    let twin = visible_twin(&store, &principal, twin_id).await?;
+    let run = supervisor.start(&twin, kind, &principal.owner).await?;
+    tracing::info!(run_id = %run.id, twin_id = %twin.id, %kind, "run started");
+    if sse::wants_stream(&req) {
+        let subscription = supervisor.hub().subscribe(&run.id, 0);
+        return Ok(sse::event_stream(subscription, settings.keep_alive, &req));
+    }
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/runs/{}", run.id)))
+        .json(json!({
+            "job_id": run.id,
+            "status": "accepted",
+            "message": format!("{kind} of twin '{}' started", twin.name),
+            "events_url": format!("/runs/{}/events", run.id),
+        })))
+}
+
+pub async fn cancel(
+    supervisor: web::Data<Supervisor>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let run_id = twin
+        .active_job_id
+        .filter(|run| supervisor.cancel(run))
+        .ok_or_else(|| {
+            ApiError::Conflict(crate::store::Conflict::new(
+                "no_active_run",
+                format!("twin {} has no active run to cancel", twin.id),
+            ))
+        })?;
+    tracing::info!(%run_id, by = %principal.owner, "run cancel requested");
+    Ok(HttpResponse::Accepted().json(json!({
+        "job_id": run_id,
+        "status": "cancelling",
+        "message": "terraform was asked to stop; it finishes in-flight operations first",
+    })))
+}
+
+/// Loads a run whose twin the caller may see.
+async fn visible_run(
+    store: &Arc<dyn Store>,
+    principal: &Principal,
+    raw_id: &str,
+) -> Result<Run, ApiError> {
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "run '{}' not found",
+            raw_id.chars().take(80).collect::<String>()
+        ))
+    };
+    let id: RunId = raw_id.parse().map_err(|_| not_found())?;
+    let run = run_blocking(store, move |s| s.get_run(&id))
+        .await?
+        .ok_or_else(not_found)?;
+    let twin_id = run.twin_id.clone();
+    let twin = run_blocking(store, move |s| s.get_twin(&twin_id)).await?;
+    match twin {
+        Some(twin) if principal.may_access(&twin.owner) => Ok(run),
+        _ => Err(not_found()),
+    }
+}
+
+pub async fn get(
+    supervisor: web::Data<Supervisor>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let run = visible_run(&supervisor.store(), &principal, &path).await?;
+    Ok(HttpResponse::Ok().json(RunView::from(run)))
+}
+
+pub async fn list_for_twin(
+    supervisor: web::Data<Supervisor>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let store = supervisor.store();
+    let twin = visible_twin(&store, &principal, &path).await?;
+    let runs = run_blocking(&store, move |s| s.list_runs(&twin.id)).await?;
+    Ok(HttpResponse::Ok().json(runs.into_iter().map(RunView::from).collect::<Vec<_>>()))
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    last_event_id: Option<String>,
+}
+
+/// The resume cursor: `Last-Event-ID` (browsers) or `last_event_id` (the Flutter client).
+fn cursor(req: &HttpRequest, query: &EventsQuery) -> Result<u64, ApiError> {
+    let header = req
+        .headers()
+        .get("Last-Event-ID")
+        .map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
+    match header.or_else(|| query.last_event_id.clone()) {
+        None => Ok(0),
+        Some(raw) if raw.trim().is_empty() => Ok(0),
+        Some(raw) => raw.trim().parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "the event cursor '{}' is not a sequence number",
+                raw.chars().take(40).collect::<String>()
+            ))
+        }),
+    }
+}
+
+pub async fn events(
+    req: HttpRequest,
+    supervisor: web::Data<Supervisor>,
+    settings: web::Data<Settings>,
+    principal: Principal,
+    path: web::Path<String>,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let store = supervisor.store();
+    let run = visible_run(&store, &principal, &path).await?;
+    let after = cursor(&req, &query)?;
+    // Subscribe before reading the last stored number, so nothing slips between the two.
+    let subscription = supervisor.hub().subscribe(&run.id, after);
+    let run_id = run.id.clone();
+    let last = run_blocking(&store, move |s| s.last_event_seq(&run_id)).await?;
+    if after > last {
+        return Err(ApiError::Unprocessable(format!(
+            "cursor {after} is beyond the run's last event ({last})"
+        )));
+    }
+    if after == last && !supervisor.hub().is_live(&run.id) {
+        // A finished run read to its end: 204 tells EventSource to stop reconnecting.
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    Ok(sse::event_stream(subscription, settings.keep_alive, &req))
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    after_event_id: u64,
+    limit: Option<usize>,
+}
+
+const MAX_PAGE: usize = 1000;
+
+pub async fn logs(
+    supervisor: web::Data<Supervisor>,
+    principal: Principal,
+    path: web::Path<String>,
+    query: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let store = supervisor.store();
+    let run = visible_run(&store, &principal, &path).await?;
+    let limit = query.limit.unwrap_or(MAX_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let (run_id, after) = (run.id.clone(), query.after_event_id);
+    let page = run_blocking(&store, move |s| s.events_after(&run_id, after, limit + 1)).await?;
+    let has_more = page.len() > limit;
+    let events: Vec<serde_json::Value> = page
+        .into_iter()
+        .take(limit)
+        .map(|event| {
+            let data: serde_json::Value =
+                serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null);
+            json!({ "id": event.seq, "event": event.event, "data": data })
+        })
+        .collect();
+    let next_after = events
+        .last()
+        .and_then(|e| e["id"].as_u64())
+        .unwrap_or(after);
+    Ok(HttpResponse::Ok().json(json!({
+        "job_id": run.id,
+        "status": run.status,
+        "events": events,
+        "next_after_event_id": next_after,
+        "has_more": has_more,
+    })))
+}

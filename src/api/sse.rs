@@ -1,0 +1,60 @@
+//! A run's events as `text/event-stream`: `id:` is the sequence number, `event:` the type,
+//! `data:` one-line JSON. Keep-alive comments make vanished clients visible.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, Responder};
+use actix_web_lab::sse::{self, Sse};
+use futures_util::stream;
+
+use crate::hub::Subscription;
+use crate::store::StoredEvent;
+
+/// How long browsers wait before reconnecting.
+const RETRY: Duration = Duration::from_secs(2);
+
+pub fn to_sse(event: &StoredEvent) -> sse::Event {
+    sse::Event::Data(
+        sse::Data::new(event.data.clone())
+            .id(event.seq.to_string())
+            .event(event.event.clone()),
+    )
+}
+
+/// The SSE response for a subscription; it ends after the run's `done` event.
+pub fn event_stream(
+    subscription: Subscription,
+    keep_alive: Duration,
+    req: &actix_web::HttpRequest,
+) -> HttpResponse {
+    let events = stream::unfold(subscription, |mut subscription| async move {
+        match subscription.next().await {
+            Ok(Some(event)) => Some((
+                Ok::<_, std::convert::Infallible>(to_sse(&event)),
+                subscription,
+            )),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::error!(%err, "reading stored events failed; ending the stream");
+                None
+            }
+        }
+    });
+    let mut response = Sse::from_stream(events)
+        .with_keep_alive(keep_alive)
+        .with_retry_duration(RETRY)
+        .respond_to(req);
+    response.headers_mut().insert(
+        actix_web::http::header::HeaderName::from_static("x-accel-buffering"),
+        actix_web::http::header::HeaderValue::from_static("no"),
+    );
+    response
+}
+
+/// Does the client ask for an event stream?
+pub fn wants_stream(req: &actix_web::HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"))
+}
