@@ -5,4 +5,5 @@ mod auth;
 mod errors;
 mod health;
 mod helpers;
+mod status_machine;
 mod twins;
