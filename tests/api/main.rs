@@ -3,6 +3,7 @@
 
 mod auth;
 mod errors;
+mod fuzz;
 mod health;
 mod helpers;
 mod status_machine;
