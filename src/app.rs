@@ -53,6 +53,11 @@ impl Application {
         let new_admin_token =
             auth::ensure_admin_token(store.as_ref(), &settings.admin_token_path())
                 .context("cannot create the admin token")?;
+        if new_admin_token.is_some() && settings.create_demo {
+            let demo = crate::demo::new_twin("admin")?;
+            let twin = store.create_twin(demo, "terrastream")?;
+            tracing::info!(twin_id = %twin.id, "created the demo twin; deploy it from the dashboard or POST /twins/{}/deploy", twin.id);
+        }
 
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;

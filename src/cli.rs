@@ -68,6 +68,18 @@ pub struct ServeArgs {
     /// Mark the session cookie Secure (serve over HTTPS).
     #[arg(long, env = "TERRASTREAM_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Seconds terraform gets to stop gracefully after a cancel before it is killed.
+    #[arg(long, env = "TERRASTREAM_CANCEL_GRACE_SECS", default_value_t = 60)]
+    pub cancel_grace_secs: u64,
+    /// Shell command run in the "SDK cleanup" stage after a successful destroy.
+    #[arg(long, env = "TERRASTREAM_CLEANUP_COMMAND")]
+    pub cleanup_command: Option<String>,
+    /// File of NAME=value cloud credentials (AWS_*, ARM_*, GOOGLE_*) handed to terraform.
+    #[arg(long, env = "TERRASTREAM_CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
+    /// Do not create the demo twin on first start.
+    #[arg(long, env = "TERRASTREAM_NO_DEMO")]
+    pub no_demo: bool,
 }
 
 impl ServeArgs {
@@ -84,6 +96,10 @@ impl ServeArgs {
             .collect();
         settings.max_body_bytes = self.max_body_bytes;
         settings.secure_cookies = self.secure_cookies;
+        settings.cancel_grace = std::time::Duration::from_secs(self.cancel_grace_secs);
+        settings.cleanup_command = self.cleanup_command.filter(|c| !c.trim().is_empty());
+        settings.credentials_file = self.credentials_file;
+        settings.create_demo = !self.no_demo;
         settings
     }
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     pub credentials_file: Option<PathBuf>,
     /// Interval of SSE keep-alive comments.
     pub keep_alive: Duration,
+    /// On first start, give the admin the demo twin (sandbox provider, no cloud needed).
+    pub create_demo: bool,
 }
 
 impl Settings {
@@ -50,6 +52,7 @@ impl Settings {
             cleanup_command: None,
             credentials_file: None,
             keep_alive: Duration::from_secs(15),
+            create_demo: false,
         }
     }
 
