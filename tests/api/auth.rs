@@ -262,3 +262,16 @@ async fn jwts_are_refused_when_no_secret_is_configured() {
 
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
+
+#[tokio::test]
+async fn an_expired_session_is_401() {
+    let app = spawn_app_with(|settings| settings.session_ttl = std::time::Duration::ZERO).await;
+    let login = app.login(&app.admin_token).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = session_cookie(&login);
+
+    let response = get_with_cookie(&app, "/twins", &cookie).await;
+
+    let error = assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert!(error["detail"].as_str().unwrap().contains("expired"));
+}

@@ -400,3 +400,49 @@ async fn owners_cannot_reach_each_others_twins_but_admins_can() {
     let history = app.history_ok(&app.admin_token, &id).await;
     assert!(history.iter().all(|e| e["actor"] != "bob"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_creates_with_one_name_and_racing_deletes_each_win_once() {
+    let app = spawn_app().await;
+    let mut creates = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let request = app
+            .request(reqwest::Method::POST, "/twins", &app.admin_token)
+            .json(&twin_body("double click"));
+        creates.spawn(async move { request.send().await.unwrap() });
+    }
+    let mut created = Vec::new();
+    while let Some(response) = creates.join_next().await {
+        let response = response.unwrap();
+        if response.status() == StatusCode::CREATED {
+            created.push(json_body(response).await["id"].as_str().unwrap().to_owned());
+        } else {
+            assert_error(response, StatusCode::CONFLICT, "name_taken").await;
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one twin may take the name");
+    let id = &created[0];
+
+    let mut deletes = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let request = app.request(
+            reqwest::Method::DELETE,
+            &format!("/twins/{id}"),
+            &app.admin_token,
+        );
+        deletes.spawn(async move { request.send().await.unwrap() });
+    }
+    let mut deleted = 0;
+    while let Some(response) = deletes.join_next().await {
+        let response = response.unwrap();
+        if response.status() == StatusCode::OK {
+            deleted += 1;
+        } else {
+            assert_error(response, StatusCode::CONFLICT, "already_deleted").await;
+        }
+    }
+    assert_eq!(deleted, 1);
+    let history = app.history_ok(&app.admin_token, id).await;
+    let actions: Vec<_> = history.iter().map(|e| e["action"].clone()).collect();
+    assert_eq!(actions, [json!("created"), json!("deleted")]);
+}
