@@ -9,6 +9,8 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -386,6 +388,66 @@ fn a_failed_destroy_keeps_the_object_in_state_and_sandbox() {
     );
     assert_eq!(ws.state_addresses(), all(&["sandbox_resource.iot_hub"]));
     ws.assert_sandbox_matches_state();
+}
+
+#[test]
+fn one_sigint_to_the_process_group_stops_gracefully_without_orphans() {
+    let ws = Workspace::new(terraform_1_15_5());
+    ws.init();
+    // Long enough that other creates are in flight when the first one completes.
+    let mut child = ws
+        .command(&["apply", "-json", "-auto-approve", "-var=base_delay_ms=200"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr_pipe.read_to_string(&mut text).unwrap();
+        text
+    });
+
+    let mut messages = Vec::new();
+    let mut interrupted = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let message: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if !interrupted && message["type"] == "apply_complete" {
+            // As the gateway cancels: SIGINT once, to terraform's whole process group.
+            let group = format!("-{}", child.id());
+            let kill = Command::new("kill")
+                .args(["-INT", "--", &group])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            interrupted = true;
+        }
+        messages.push(message);
+    }
+    let status = child.wait().unwrap();
+    let err = stderr_reader.join().unwrap();
+    assert!(interrupted, "no object was ever created: {err}");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        messages.iter().any(|m| m["@message"]
+            .as_str()
+            .unwrap()
+            .contains("Interrupt received")),
+        "terraform did not report the interrupt"
+    );
+
+    // In-flight creates finished and were saved: no orphan, nothing half-created.
+    ws.assert_sandbox_matches_state();
+    assert_eq!(ws.sandbox_statuses(), all(&["ready"]));
+    let created = ws.state_ids().len();
+    assert!(
+        (1..DEMO_OBJECTS).contains(&created),
+        "{created} objects created"
+    );
+
+    ws.run_ok(&["destroy", "-auto-approve", "-no-color", FAST]);
+    assert!(ws.sandbox_ids().is_empty(), "{:?}", ws.sandbox_ids());
 }
 
 #[test]
