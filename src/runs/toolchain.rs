@@ -158,22 +158,24 @@ fn check_executable(path: &Path) -> Result<PathBuf, ToolchainError> {
     }
 }
 
-/// The CLI config: providers under `terrastream.local` come only from the tools mirror;
-/// everything else is installed as terraform normally would.
+/// The CLI config: providers under `terrastream.local` come only from the tools mirror and
+/// are never looked up on the network (even when the mirror is missing); everything else is
+/// installed as terraform normally would.
 fn cli_config_text(tools_dir: Option<&Path>) -> String {
-    let Some(mirror) = tools_dir
+    let mirror = tools_dir
         .map(|t| t.join(PROVIDER_MIRROR))
         .filter(|m| m.is_dir())
-    else {
-        return "# written by terrastream: no provider mirror found\n".into();
-    };
-    let mirror = mirror
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
+        .map(|m| {
+            m.display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+        });
+    let mirror_block = mirror.map_or_else(String::new, |mirror| {
+        format!("  filesystem_mirror {{\n    path    = \"{mirror}\"\n    include = [\"{MIRROR_HOST}/*/*\"]\n  }}\n")
+    });
     format!(
-        "# written by terrastream\nprovider_installation {{\n  filesystem_mirror {{\n    path    = \"{mirror}\"\n    include = [\"{MIRROR_HOST}/*/*\"]\n  }}\n  direct {{\n    exclude = [\"{MIRROR_HOST}/*/*\"]\n  }}\n}}\n"
+        "# written by terrastream\nprovider_installation {{\n{mirror_block}  direct {{\n    exclude = [\"{MIRROR_HOST}/*/*\"]\n  }}\n}}\n"
     )
 }
 
@@ -207,6 +209,8 @@ mod tests {
         let text = cli_config_text(Some(dir.path()));
         assert!(text.contains("filesystem_mirror"));
         assert!(text.contains("exclude = [\"terrastream.local/*/*\"]"));
-        assert!(!cli_config_text(None).contains("provider_installation"));
+        let without_mirror = cli_config_text(None);
+        assert!(!without_mirror.contains("filesystem_mirror"));
+        assert!(without_mirror.contains("exclude = [\"terrastream.local/*/*\"]"));
     }
 }
