@@ -11,10 +11,12 @@ use tracing_actix_web::TracingLogger;
 
 use crate::api::{self, auth::Authenticator, error};
 use crate::auth;
+use crate::auth::RunGrants;
 use crate::config::Settings;
 use crate::hub::EventHub;
 use crate::runs::secrets::Credentials;
-use crate::runs::{Supervisor, Toolchain};
+use crate::runs::{Supervisor, SupervisorParts, Toolchain};
+use crate::state::{StateCipher, StateService};
 use crate::store::{SqliteStore, Store};
 
 /// A built gateway, bound to its port and ready to serve.
@@ -53,9 +55,16 @@ impl Application {
         let new_admin_token =
             auth::ensure_admin_token(store.as_ref(), &settings.admin_token_path())
                 .context("cannot create the admin token")?;
+        let cipher = match &settings.state_key {
+            Some(key) => StateCipher::from_key_text(key),
+            None => StateCipher::load_or_create(&settings.state_key_path()),
+        }
+        .context("cannot load the state key")?;
+        let state = Arc::new(StateService::open(Arc::clone(&store), cipher)?);
         if new_admin_token.is_some() && settings.create_demo {
             let demo = crate::demo::new_twin("admin")?;
             let twin = store.create_twin(demo, "terrastream")?;
+            state.seed(&twin.id, "terrastream")?;
             tracing::info!(twin_id = %twin.id, "created the demo twin; deploy it from the dashboard or POST /twins/{}/deploy", twin.id);
         }
 
@@ -72,18 +81,27 @@ impl Application {
         let credentials = Credentials::load(settings.credentials_file.as_deref())
             .context("cannot read the credentials file")?;
         warn_if_no_terraform(&settings);
+        let grants = Arc::new(RunGrants::default());
         let hub = EventHub::start(Arc::clone(&store), runtime.handle());
-        let supervisor = web::Data::from(Supervisor::new(
-            settings.clone(),
-            Arc::clone(&store),
+        let supervisor = web::Data::from(Supervisor::new(SupervisorParts {
+            settings: settings.clone(),
+            store: Arc::clone(&store),
             hub,
-            runtime.handle().clone(),
+            state: Arc::clone(&state),
+            grants: Arc::clone(&grants),
+            runtime: runtime.handle().clone(),
             credentials,
-        ));
+            backend_url: format!("http://127.0.0.1:{port}"),
+        }));
+        let state_data = web::Data::from(state);
         let settings_data = web::Data::new(settings.clone());
 
         let store_data: web::Data<dyn Store> = web::Data::from(Arc::clone(&store));
-        let authenticator = web::Data::new(Authenticator::new(Arc::clone(&store), &settings));
+        let authenticator = web::Data::new(Authenticator::new(
+            Arc::clone(&store),
+            Arc::clone(&grants),
+            &settings,
+        ));
         let max_body = settings.max_body_bytes;
         let cors_origins = settings.cors_origins.clone();
 
@@ -94,6 +112,7 @@ impl Application {
                 .app_data(store_data.clone())
                 .app_data(authenticator.clone())
                 .app_data(supervisor.clone())
+                .app_data(state_data.clone())
                 .app_data(settings_data.clone())
                 .app_data(
                     web::JsonConfig::default()

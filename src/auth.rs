@@ -77,3 +77,39 @@ mod tests {
         assert_ne!(hash_secret(&a), a);
     }
 }
+
+/// A run's credential for terraform's http backend: it reaches only that twin's state, and
+/// only while the run is active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunGrant {
+    pub run_id: crate::domain::RunId,
+    pub twin_id: crate::domain::TwinId,
+    pub owner: String,
+}
+
+/// The active runs' backend credentials, by hash of the secret.
+#[derive(Debug, Default)]
+pub struct RunGrants {
+    grants: std::sync::Mutex<std::collections::HashMap<String, RunGrant>>,
+}
+
+impl RunGrants {
+    /// A new secret for the run; valid until [`RunGrants::revoke`].
+    pub fn issue(&self, grant: RunGrant) -> String {
+        let secret = generate_secret("run_secret_");
+        if let Ok(mut grants) = self.grants.lock() {
+            grants.insert(hash_secret(&secret), grant);
+        }
+        secret
+    }
+
+    pub fn find(&self, secret: &str) -> Option<RunGrant> {
+        self.grants.lock().ok()?.get(&hash_secret(secret)).cloned()
+    }
+
+    pub fn revoke(&self, run_id: &crate::domain::RunId) {
+        if let Ok(mut grants) = self.grants.lock() {
+            grants.retain(|_, grant| &grant.run_id != run_id);
+        }
+    }
+}

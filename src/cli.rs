@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// File of NAME=value cloud credentials (AWS_*, ARM_*, GOOGLE_*) handed to terraform.
     #[arg(long, env = "TERRASTREAM_CREDENTIALS_FILE")]
     pub credentials_file: Option<PathBuf>,
+    /// Key for terraform state at rest: 32 bytes as 64 hex digits or base64
+    /// (default: <data-dir>/state.key, created on first start).
+    #[arg(long, env = "TERRASTREAM_STATE_KEY", hide_env_values = true)]
+    pub state_key: Option<String>,
     /// Do not create the demo twin on first start.
     #[arg(long, env = "TERRASTREAM_NO_DEMO")]
     pub no_demo: bool,
@@ -100,6 +104,7 @@ impl ServeArgs {
         settings.cleanup_command = self.cleanup_command.filter(|c| !c.trim().is_empty());
         settings.credentials_file = self.credentials_file;
         settings.create_demo = !self.no_demo;
+        settings.state_key = self.state_key.filter(|k| !k.trim().is_empty());
         settings
     }
 }

@@ -33,6 +33,9 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// On first start, give the admin the demo twin (sandbox provider, no cloud needed).
     pub create_demo: bool,
+    /// Key for state at rest (32 bytes, hex or base64); default `<data-dir>/state.key`,
+    /// created on first start.
+    pub state_key: Option<String>,
 }
 
 impl Settings {
@@ -53,11 +56,16 @@ impl Settings {
             credentials_file: None,
             keep_alive: Duration::from_secs(15),
             create_demo: false,
+            state_key: None,
         }
     }
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("terrastream.db")
+    }
+
+    pub fn state_key_path(&self) -> PathBuf {
+        self.data_dir.join("state.key")
     }
 
     pub fn admin_token_path(&self) -> PathBuf {

@@ -15,4 +15,5 @@ pub mod demo;
 pub mod domain;
 pub mod hub;
 pub mod runs;
+pub mod state;
 pub mod store;

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::auth::{generate_secret, hash_secret};
+use crate::auth::{generate_secret, hash_secret, RunGrant, RunGrants};
 use crate::clock;
 use crate::domain::Principal;
 use crate::store::{run_blocking, Store};
@@ -26,6 +26,7 @@ pub const SESSION_COOKIE: &str = "terrastream_session";
 /// How requests are authenticated; shared by every worker.
 pub struct Authenticator {
     store: Arc<dyn Store>,
+    grants: Arc<RunGrants>,
     jwt: Option<DecodingKey>,
     session_ttl: chrono::Duration,
     secure_cookies: bool,
@@ -39,9 +40,14 @@ struct JwtClaims {
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, settings: &crate::config::Settings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        grants: Arc<RunGrants>,
+        settings: &crate::config::Settings,
+    ) -> Self {
         Self {
             store,
+            grants,
             jwt: settings
                 .jwt_secret
                 .as_deref()
@@ -75,29 +81,37 @@ impl Authenticator {
         Ok(run_blocking(&self.store, move |store| store.find_session(&hash, &now)).await?)
     }
 
-    async fn authenticate(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+    /// The caller, and the run grant when a run's terraform is calling the state backend.
+    async fn authenticate(
+        &self,
+        req: &HttpRequest,
+    ) -> Result<(Principal, Option<RunGrant>), ApiError> {
         if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
-            let token = header
-                .to_str()
-                .ok()
-                .and_then(|value| value.strip_prefix("Bearer "))
+            let value = header.to_str().unwrap_or_default();
+            if let Some(encoded) = value.strip_prefix("Basic ") {
+                return self.authenticate_basic(encoded.trim()).await;
+            }
+            let token = value
+                .strip_prefix("Bearer ")
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| {
                     ApiError::Unauthorized("Authorization must be 'Bearer <token>'".into())
                 })?;
-            return self
+            let principal = self
                 .principal_for_token(token)
                 .await?
-                .ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()));
+                .ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()))?;
+            return Ok((principal, None));
         }
         if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-            return self
+            let principal = self
                 .principal_for_session(cookie.value())
                 .await?
                 .ok_or_else(|| {
                     ApiError::Unauthorized("the session has expired; sign in again".into())
-                });
+                })?;
+            return Ok((principal, None));
         }
         Err(ApiError::Unauthorized(
             "authentication required: send 'Authorization: Bearer <token>' or sign in".into(),
@@ -116,12 +130,55 @@ pub async fn require_principal(
         .cloned()
         .ok_or_else(|| ApiError::internal("authenticator is not configured"))?;
     match auth.authenticate(req.request()).await {
-        Ok(principal) => {
+        Ok((_, Some(grant))) if !grant_allows(&grant, req.path()) => {
+            Ok(req.error_response(ApiError::Unauthorized(
+                "a run's backend credential only reaches its twin's state".into(),
+            )))
+        }
+        Ok((principal, grant)) => {
             req.extensions_mut().insert(principal);
+            if let Some(grant) = grant {
+                req.extensions_mut().insert(grant);
+            }
             Ok(next.call(req).await?.map_into_boxed_body())
         }
         Err(err) => Ok(req.error_response(err)),
     }
+}
+
+impl Authenticator {
+    /// HTTP basic auth, as terraform's http backend sends it: the password is a run's
+    /// backend secret, or an API token (or JWT) for an admin's own terraform CLI.
+    async fn authenticate_basic(
+        &self,
+        encoded: &str,
+    ) -> Result<(Principal, Option<RunGrant>), ApiError> {
+        use base64::Engine;
+        let refuse = || ApiError::Unauthorized("basic credentials are not valid".into());
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| refuse())?;
+        let text = String::from_utf8(decoded).map_err(|_| refuse())?;
+        let (_, password) = text.split_once(':').ok_or_else(refuse)?;
+        if let Some(grant) = self.grants.find(password) {
+            let principal = Principal {
+                owner: grant.owner.clone(),
+                is_admin: false,
+            };
+            return Ok((principal, Some(grant)));
+        }
+        let principal = self
+            .principal_for_token(password)
+            .await?
+            .ok_or_else(refuse)?;
+        Ok((principal, None))
+    }
+}
+
+/// A run's credential reaches only its own twin's state backend routes.
+fn grant_allows(grant: &RunGrant, path: &str) -> bool {
+    let base = format!("/twins/{}/tfstate", grant.twin_id);
+    path == base || path == format!("{base}/lock")
 }
 
 impl FromRequest for Principal {

@@ -5,10 +5,21 @@ pub mod error;
 mod health;
 mod runs;
 pub mod sse;
+mod state;
 mod twins;
 
+use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::web;
+
+/// Largest state terraform may POST (states grow with the infrastructure).
+const STATE_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The LOCK and UNLOCK methods terraform's http backend uses.
+#[allow(clippy::expect_used)] // A constant, valid method token: checked by every test run.
+fn backend_method(name: &'static str) -> Method {
+    Method::from_bytes(name.as_bytes()).expect("LOCK and UNLOCK are valid method names")
+}
 
 /// Every route the gateway serves.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -37,7 +48,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/{id}/deploy", web::post().to(runs::deploy))
                 .route("/{id}/destroy", web::post().to(runs::destroy))
                 .route("/{id}/cancel", web::post().to(runs::cancel))
-                .route("/{id}/runs", web::get().to(runs::list_for_twin)),
+                .route("/{id}/runs", web::get().to(runs::list_for_twin))
+                .route("/{id}/state", web::get().to(state::state_view))
+                .route("/{id}/state/versions", web::get().to(state::versions))
+                .route(
+                    "/{id}/state/versions/{version}",
+                    web::get().to(state::version_download),
+                )
+                .route("/{id}/state/unlock", web::post().to(state::force_unlock))
+                .route("/{id}/outputs", web::get().to(state::outputs))
+                .route(
+                    "/{id}/infrastructure-status",
+                    web::get().to(state::infrastructure),
+                )
+                .route("/{id}/refresh", web::post().to(state::refresh))
+                .service(
+                    web::resource("/{id}/tfstate")
+                        .app_data(web::PayloadConfig::new(STATE_BODY_LIMIT))
+                        .route(web::get().to(state::backend_get))
+                        .route(web::post().to(state::backend_post))
+                        .route(web::delete().to(state::backend_delete)),
+                )
+                .service(
+                    web::resource("/{id}/tfstate/lock")
+                        .app_data(web::PayloadConfig::new(STATE_BODY_LIMIT))
+                        .route(web::method(backend_method("LOCK")).to(state::backend_lock))
+                        .route(web::method(backend_method("UNLOCK")).to(state::backend_unlock)),
+                ),
         )
         .service(
             web::scope("/runs")

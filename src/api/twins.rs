@@ -96,6 +96,7 @@ pub async fn visible_twin(
 
 pub async fn create(
     store: web::Data<dyn Store>,
+    state: web::Data<crate::state::StateService>,
     principal: Principal,
     body: web::Json<CreateTwinRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -114,7 +115,17 @@ pub async fn create(
         variables: parse_variables(body.variables.unwrap_or_default())?,
     };
     let store = store.into_inner();
-    let twin = run_blocking(&store, move |s| s.create_twin(new, &principal.owner)).await?;
+    let state = state.into_inner();
+    let twin = run_blocking(&store, move |s| {
+        let twin = s.create_twin(new, &principal.owner)?;
+        // Every twin starts with an empty state, so even an interrupted first apply has a
+        // state to save into.
+        state
+            .seed(&twin.id, &principal.owner)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        Ok(twin)
+    })
+    .await?;
     tracing::info!(twin_id = %twin.id, owner = %twin.owner, "twin created");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/twins/{}", twin.id)))

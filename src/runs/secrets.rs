@@ -25,7 +25,7 @@ const SECRET_MARKERS: &[&str] = &[
 ];
 /// Shorter values are not masked: they would blank out ordinary words.
 const MIN_MASKED_LEN: usize = 6;
-pub const MASK: &str = "********";
+pub use crate::state::MASK;
 
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -109,28 +109,9 @@ impl Masker {
     }
 }
 
-/// `terraform output -json` with sensitive values replaced by the mask:
-/// `{name: {"value", "type", "sensitive"}}`.
-pub fn mask_outputs(raw: &serde_json::Value) -> serde_json::Value {
-    let Some(outputs) = raw.as_object() else {
-        return serde_json::json!({});
-    };
-    outputs
-        .iter()
-        .map(|(name, output)| {
-            let sensitive = output["sensitive"].as_bool().unwrap_or(false);
-            let value = if sensitive { serde_json::json!(MASK) } else { output["value"].clone() };
-            let masked = serde_json::json!({ "value": value, "type": output["type"], "sensitive": sensitive });
-            (name.clone(), masked)
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn secrets_are_masked_wherever_they_appear() {
@@ -143,19 +124,6 @@ mod tests {
             masker.mask("abc is too short to mask".into()),
             "abc is too short to mask"
         );
-    }
-
-    #[test]
-    fn sensitive_outputs_are_masked_and_others_kept() {
-        let raw = json!({
-            "endpoint": {"sensitive": false, "type": "string", "value": "https://x"},
-            "password": {"sensitive": true, "type": "string", "value": "hunter22"}
-        });
-        let masked = mask_outputs(&raw);
-        assert_eq!(masked["endpoint"]["value"], "https://x");
-        assert_eq!(masked["password"]["value"], MASK);
-        assert_eq!(masked["password"]["sensitive"], true);
-        assert!(!masked.to_string().contains("hunter22"));
     }
 
     #[test]

@@ -3,19 +3,25 @@
 //! written together.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use super::process::{capture_stdout, LineSink, ProcessSpec, RunningProcess};
-use super::secrets::{mask_outputs, Credentials, Masker};
+use super::process::{capture_stdout, Exit, LineSink, ProcessSpec, RunningProcess};
+use super::secrets::{Credentials, Masker};
 use super::tfjson::{self, Progress};
 use super::toolchain::Toolchain;
-use super::workspace::{self, Workspace, PLAN_FILE};
+use super::workspace::{self, Workspace, ERRORED_STATE, PLAN_FILE};
+use crate::auth::{RunGrant, RunGrants};
+use crate::clock;
 use crate::config::Settings;
-use crate::domain::{LogStream, Outcome, Run, RunEvent, RunId, RunKind, Stage, Twin};
+use crate::domain::{
+    DeploymentStatus, LogStream, Outcome, Run, RunEvent, RunId, RunKind, Stage, Twin, TwinId,
+};
 use crate::hub::{EventHub, HubError};
+use crate::state::{mask_outputs, Pushed, StateService, Writer};
 use crate::store::{
     run_blocking, LockChange, NewRun, OutputsChange, RunFinish, StatusMove, Store, StoreError,
 };
@@ -46,42 +52,49 @@ impl Stop {
     }
 }
 
+/// How a run ended, before it is recorded.
+struct Ending {
+    outcome: Outcome,
+    error: Option<String>,
+    exit_code: Option<i32>,
+    outputs: Option<serde_json::Value>,
+}
+
+/// Everything a supervisor is built from.
+pub struct SupervisorParts {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<EventHub>,
+    pub state: Arc<StateService>,
+    pub grants: Arc<RunGrants>,
+    pub runtime: Handle,
+    pub credentials: Credentials,
+    /// How terraform reaches the gateway's state backend, e.g. `http://127.0.0.1:8080`.
+    pub backend_url: String,
+}
+
 pub struct Supervisor {
-    settings: Settings,
-    store: Arc<dyn Store>,
-    hub: Arc<EventHub>,
-    runtime: Handle,
-    credentials: Credentials,
+    parts: SupervisorParts,
     masker: Masker,
     active: Mutex<HashMap<RunId, CancellationToken>>,
 }
 
 impl Supervisor {
-    pub fn new(
-        settings: Settings,
-        store: Arc<dyn Store>,
-        hub: Arc<EventHub>,
-        runtime: Handle,
-        credentials: Credentials,
-    ) -> Arc<Self> {
-        let masker = Masker::new(credentials.secret_values());
+    pub fn new(parts: SupervisorParts) -> Arc<Self> {
+        let masker = Masker::new(parts.credentials.secret_values());
         Arc::new(Self {
-            settings,
-            store,
-            hub,
-            runtime,
-            credentials,
+            parts,
             masker,
             active: Mutex::default(),
         })
     }
 
     pub fn hub(&self) -> &Arc<EventHub> {
-        &self.hub
+        &self.parts.hub
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
-        Arc::clone(&self.store)
+        Arc::clone(&self.parts.store)
     }
 
     /// Starts a run: the twin's move to deploying/destroying and its lock are one
@@ -105,8 +118,9 @@ impl Supervisor {
             kind,
             actor: actor.to_owned(),
         };
-        let (run, twin) = run_blocking(&self.store, move |s| s.start_run(new, change)).await?;
-        self.hub.open_run(&run.id, 0);
+        let (run, twin) =
+            run_blocking(&self.parts.store, move |s| s.start_run(new, change)).await?;
+        self.parts.hub.open_run(&run.id, 0);
         let stop = CancellationToken::new();
         if let Ok(mut active) = self.active.lock() {
             active.insert(run.id.clone(), stop.clone());
@@ -115,10 +129,10 @@ impl Supervisor {
             twin_id: twin.id.clone(),
             status: twin.deployment_status,
         };
-        let published = self.hub.publish(&run.id, &status);
+        let published = self.parts.hub.publish(&run.id, &status);
         let this = Arc::clone(self);
         let started = run.clone();
-        self.runtime.spawn(async move {
+        self.parts.runtime.spawn(async move {
             let result = match published {
                 Ok(_) => this.steps(&started, &twin, &stop).await,
                 Err(err) => Err(Stop::failed(format!("the event hub failed: {err}"))),
@@ -145,9 +159,9 @@ impl Supervisor {
             .is_ok_and(|active| active.contains_key(run_id))
     }
 
-    fn publish(&self, run: &Run, event: RunEvent) {
-        if let Err(err) = self.hub.publish(&run.id, &event) {
-            tracing::error!(run_id = %run.id, %err, "event lost");
+    fn publish(&self, run_id: &RunId, event: RunEvent) {
+        if let Err(err) = self.parts.hub.publish(run_id, &event) {
+            tracing::error!(%run_id, %err, "event lost");
         }
     }
 
@@ -157,39 +171,60 @@ impl Supervisor {
         twin: &Twin,
         stop: &CancellationToken,
     ) -> Result<Option<serde_json::Value>, Stop> {
+        let secret = self.parts.grants.issue(RunGrant {
+            run_id: run.id.clone(),
+            twin_id: twin.id.clone(),
+            owner: twin.owner.clone(),
+        });
+        let masker = self.masker.with([secret.clone()]);
         let sink = Arc::new(RunSink::new(
             run.id.clone(),
-            Arc::clone(&self.hub),
-            self.masker.clone(),
+            Arc::clone(&self.parts.hub),
+            masker,
         ));
         self.publish(
-            run,
+            &run.id,
             RunEvent::Stage {
                 stage: Stage::Initializing,
             },
         );
-        let data_dir = self.settings.data_dir.clone();
+        let data_dir = self.parts.settings.data_dir.clone();
         let owned = twin.clone();
         let workspace = tokio::task::spawn_blocking(move || workspace::prepare(&data_dir, &owned))
             .await
             .map_err(|e| Stop::failed(e.to_string()))?
             .map_err(|e| Stop::failed(e.to_string()))?;
         let toolchain =
-            Toolchain::locate(&self.settings).map_err(|e| Stop::failed(e.to_string()))?;
+            Toolchain::locate(&self.parts.settings).map_err(|e| Stop::failed(e.to_string()))?;
+        let state_url = format!("{}/twins/{}/tfstate", self.parts.backend_url, twin.id);
+        let backend_env: Vec<(OsString, OsString)> = [
+            ("TF_HTTP_ADDRESS", state_url.clone()),
+            ("TF_HTTP_LOCK_ADDRESS", format!("{state_url}/lock")),
+            ("TF_HTTP_UNLOCK_ADDRESS", format!("{state_url}/lock")),
+            ("TF_HTTP_USERNAME", run.id.to_string()),
+            ("TF_HTTP_PASSWORD", secret),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.into(), value.into()))
+        .collect();
         let step = Step {
             run,
             toolchain: &toolchain,
             workspace: &workspace,
             sink: &sink,
             stop,
+            backend_env,
         };
 
-        self.terraform(&step, &["init", "-input=false", "-no-color"])
-            .await?;
+        self.terraform(
+            &step,
+            &["init", "-input=false", "-no-color", "-reconfigure"],
+        )
+        .await?;
         match run.kind {
             RunKind::Deploy => {
                 self.publish(
-                    run,
+                    &run.id,
                     RunEvent::Stage {
                         stage: Stage::Planning,
                     },
@@ -198,7 +233,7 @@ impl Supervisor {
                 self.terraform(&step, &["plan", "-input=false", "-json", &out])
                     .await?;
                 self.publish(
-                    run,
+                    &run.id,
                     RunEvent::Stage {
                         stage: Stage::Applying,
                     },
@@ -219,7 +254,7 @@ impl Supervisor {
             }
             RunKind::Destroy => {
                 self.publish(
-                    run,
+                    &run.id,
                     RunEvent::Stage {
                         stage: Stage::Destroying,
                     },
@@ -230,7 +265,7 @@ impl Supervisor {
                 )
                 .await?;
                 self.publish(
-                    run,
+                    &run.id,
                     RunEvent::Stage {
                         stage: Stage::Cleanup,
                     },
@@ -264,9 +299,9 @@ impl Supervisor {
         step.sink.line(
             LogStream::Stdout,
             "State is empty: every resource was destroyed.".into(),
-            crate::clock::now(),
+            clock::now(),
         );
-        if let Some(command) = &self.settings.cleanup_command {
+        if let Some(command) = &self.parts.settings.cleanup_command {
             let spec = ProcessSpec {
                 program: "/bin/sh".into(),
                 args: vec!["-c".into(), command.clone()],
@@ -284,21 +319,19 @@ impl Supervisor {
         Ok(())
     }
 
-    fn env(&self, step: &Step<'_>) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    fn env(&self, step: &Step<'_>) -> Vec<(OsString, OsString)> {
         let mut env = step.toolchain.base_env();
-        env.extend(self.credentials.env());
+        env.extend(self.parts.credentials.env());
+        env.extend(step.backend_env.iter().cloned());
         env.push((
             "SANDBOX_DIR".into(),
             step.workspace.sandbox_dir.clone().into_os_string(),
         ));
         env.push((
             "TERRASTREAM_TWIN_ID".into(),
-            step.workspace
-                .dir
-                .file_name()
-                .unwrap_or_default()
-                .to_owned(),
+            step.run.twin_id.to_string().into(),
         ));
+        env.push(("TERRASTREAM_RUN_ID".into(), step.run.id.to_string().into()));
         env
     }
 
@@ -327,11 +360,7 @@ impl Supervisor {
         })
     }
 
-    async fn spawn_and_wait(
-        &self,
-        step: &Step<'_>,
-        spec: &ProcessSpec,
-    ) -> Result<super::Exit, Stop> {
+    async fn spawn_and_wait(&self, step: &Step<'_>, spec: &ProcessSpec) -> Result<Exit, Stop> {
         if step.stop.is_cancelled() {
             return Err(Stop::Cancelled);
         }
@@ -342,15 +371,15 @@ impl Supervisor {
             process.pgid(),
             step.workspace.dir.display().to_string(),
         );
-        if let Err(err) = run_blocking(&self.store, move |s| {
+        let recorded = run_blocking(&self.parts.store, move |s| {
             s.record_run_process(&run_id, Some(pgid), &workdir)
         })
-        .await
-        {
+        .await;
+        if let Err(err) = recorded {
             tracing::warn!(%err, "could not record the terraform process group");
         }
         let exit = process
-            .wait(step.stop, self.settings.cancel_grace)
+            .wait(step.stop, self.parts.settings.cancel_grace)
             .await
             .map_err(|e| Stop::failed(e.to_string()))?;
         if exit.interrupted {
@@ -359,11 +388,7 @@ impl Supervisor {
         Ok(exit)
     }
 
-    async fn capture(
-        &self,
-        step: &Step<'_>,
-        args: &[&str],
-    ) -> Result<(super::Exit, Vec<u8>), Stop> {
+    async fn capture(&self, step: &Step<'_>, args: &[&str]) -> Result<(Exit, Vec<u8>), Stop> {
         if step.stop.is_cancelled() {
             return Err(Stop::Cancelled);
         }
@@ -373,38 +398,98 @@ impl Supervisor {
             .map_err(|e| Stop::failed(e.to_string()))
     }
 
-    /// Ends the run: final stage and progress, then the last `status` and `done` events in
-    /// the same transaction as the outcome and the twin's move (which releases the lock).
+    /// Ends a run that ran here: recovers any state terraform could not save, lets go of its
+    /// backend credential and state lock, then records the end.
     async fn conclude(&self, run: &Run, result: Result<Option<serde_json::Value>, Stop>) {
-        let (outcome, error, exit_code, outputs) = match result {
-            Ok(outputs) => (Outcome::Succeeded, None, Some(0), outputs),
-            Err(Stop::Cancelled) => (
-                Outcome::Cancelled,
-                Some("cancelled: terraform was interrupted".to_owned()),
-                None,
-                None,
-            ),
-            Err(Stop::Failed { error, exit_code }) => (
-                Outcome::Failed,
-                Some(self.masker.mask(error)),
+        let ending = match result {
+            Ok(outputs) => Ending {
+                outcome: Outcome::Succeeded,
+                error: None,
+                exit_code: Some(0),
+                outputs,
+            },
+            Err(Stop::Cancelled) => Ending {
+                outcome: Outcome::Cancelled,
+                error: Some("cancelled: terraform was interrupted".into()),
+                exit_code: None,
+                outputs: None,
+            },
+            Err(Stop::Failed { error, exit_code }) => Ending {
+                outcome: Outcome::Failed,
+                error: Some(self.masker.mask(error)),
                 exit_code,
-                None,
-            ),
+                outputs: None,
+            },
         };
-        if outcome == Outcome::Succeeded {
+        self.collect_leftovers(&run.id, &run.twin_id).await;
+        if ending.outcome == Outcome::Succeeded {
             self.publish(
-                run,
+                &run.id,
                 RunEvent::Stage {
                     stage: Stage::Complete,
                 },
             );
         }
+        self.record_end(run, ending).await;
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(&run.id);
+        }
+    }
+
+    /// After terraform is gone: push an `errored.tfstate` it left (so nothing it created is
+    /// lost), release a state lock it still held, and revoke its backend credential.
+    async fn collect_leftovers(&self, run_id: &RunId, twin_id: &TwinId) {
+        self.parts.grants.revoke(run_id);
+        let errored =
+            workspace::work_dir(&self.parts.settings.data_dir, twin_id).join(ERRORED_STATE);
+        let state = Arc::clone(&self.parts.state);
+        let (run, twin) = (run_id.clone(), twin_id.clone());
+        let recovered = tokio::task::spawn_blocking(move || -> Result<Option<i64>, String> {
+            let released = state.release_run_lock(&twin, &run).map_err(|e| e.to_string())?;
+            if released {
+                tracing::warn!(run_id = %run, "released a state lock the run's terraform left behind");
+            }
+            let Ok(body) = std::fs::read(&errored) else { return Ok(None) };
+            let writer = Writer { actor: format!("run {run} (recovered {ERRORED_STATE})"), run_id: Some(run.clone()) };
+            let version = match state.push_unlocked(&twin, &body, &writer).map_err(|e| e.to_string())? {
+                Pushed::New(version) | Pushed::Unchanged(version) => version.version,
+            };
+            let kept = errored.with_extension(format!("tfstate.recovered-{}", clock::now().replace(':', "")));
+            std::fs::rename(&errored, kept).map_err(|e| e.to_string())?;
+            Ok(Some(version))
+        })
+        .await;
+        match recovered {
+            Ok(Ok(Some(version))) => self.publish(
+                run_id,
+                RunEvent::Warning {
+                    message: format!("terraform could not save its state; recovered {ERRORED_STATE} as state version {version}"),
+                },
+            ),
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => {
+                tracing::error!(%run_id, %err, "could not recover the run's leftovers");
+                self.publish(run_id, RunEvent::Warning { message: format!("could not recover {ERRORED_STATE}: {err}") });
+            }
+            Err(err) => tracing::error!(%run_id, %err, "leftover collection panicked"),
+        }
+    }
+
+    /// Writes the run's end: outcome and outputs, the twin's final move releasing the lock,
+    /// and the last `status` and `done` events, in one transaction.
+    async fn record_end(&self, run: &Run, ending: Ending) {
+        let Ending {
+            outcome,
+            error,
+            exit_code,
+            outputs,
+        } = ending;
         let twin_status = run.kind.final_status(outcome);
         let message = match &error {
             None => format!("{} succeeded", run.kind),
-            Some(error) => format!("{} {}: {error}", run.kind, outcome),
+            Some(error) => format!("{} {outcome}: {error}", run.kind),
         };
-        let outputs_change = match (run.kind, outcome, outputs) {
+        let outputs = match (run.kind, outcome, outputs) {
             (RunKind::Deploy, Outcome::Succeeded, Some(outputs)) => {
                 OutputsChange::Deployed(outputs)
             }
@@ -418,7 +503,7 @@ impl Supervisor {
             exit_code,
             error: error.clone(),
             message: message.clone(),
-            outputs: outputs_change,
+            outputs,
             twin_move: Some(StatusMove {
                 to: twin_status,
                 actor: run.actor.clone(),
@@ -437,13 +522,108 @@ impl Supervisor {
                 error,
             },
         ];
-        if let Err(err) = self.hub.finish(&last, finish).await {
+        if let Err(err) = self.parts.hub.finish(&last, finish).await {
             tracing::error!(run_id = %run.id, %err, "could not record the end of the run");
         }
-        if let Ok(mut active) = self.active.lock() {
-            active.remove(&run.id);
-        }
         tracing::info!(run_id = %run.id, kind = %run.kind, %outcome, "run ended");
+    }
+
+    /// Ends a run that is recorded as active but has no terraform here any more (the gateway
+    /// restarted, or it crashed): failed with `reason`, the twin unlocked, readers given `done`.
+    pub async fn settle_dead_run(&self, run: &Run, reason: &str) -> Result<(), RunError> {
+        let run_id = run.id.clone();
+        let last = run_blocking(&self.parts.store, move |s| s.last_event_seq(&run_id)).await?;
+        self.parts.hub.open_run(&run.id, last);
+        self.collect_leftovers(&run.id, &run.twin_id).await;
+        let ending = Ending {
+            outcome: Outcome::Failed,
+            error: Some(reason.to_owned()),
+            exit_code: None,
+            outputs: None,
+        };
+        self.record_end(run, ending).await;
+        Ok(())
+    }
+
+    /// Brings a twin's status in line with reality: clears a lock whose run is not alive, then
+    /// moves draft-with-resources to deployed, and deployed/error/destroy_failed without
+    /// resources to draft. Returns what it changed, in words.
+    pub async fn reconcile(&self, twin: &Twin, actor: &str) -> Result<Vec<String>, RunError> {
+        let store = &self.parts.store;
+        let mut changes = Vec::new();
+        if let Some(run_id) = twin
+            .active_job_id
+            .clone()
+            .filter(|r| twin.is_locked && !self.is_active(r))
+        {
+            let lookup = run_id.clone();
+            match run_blocking(store, move |s| s.get_run(&lookup)).await? {
+                Some(run) if !run.status.is_finished() => {
+                    self.settle_dead_run(
+                        &run,
+                        "the run was no longer running; its lock was cleared by a refresh",
+                    )
+                    .await?;
+                }
+                _ => {
+                    let (twin_id, release) = (twin.id.clone(), run_id.clone());
+                    let to = if twin.deployment_status == DeploymentStatus::Destroying {
+                        DeploymentStatus::DestroyFailed
+                    } else {
+                        DeploymentStatus::Error
+                    };
+                    let change = StatusMove {
+                        to,
+                        actor: actor.to_owned(),
+                        reason: Some(format!(
+                            "lock of run {run_id} cleared by a refresh: the run is not running"
+                        )),
+                        lock: LockChange::Release(release),
+                    };
+                    run_blocking(store, move |s| s.move_status(&twin_id, change)).await?;
+                }
+            }
+            changes.push(format!(
+                "cleared the lock of run {run_id}, which was no longer running"
+            ));
+        }
+        let twin_id = twin.id.clone();
+        let Some(twin) = run_blocking(store, move |s| s.get_twin(&twin_id)).await? else {
+            return Ok(changes);
+        };
+        if twin.is_locked || twin.is_deleted() {
+            return Ok(changes);
+        }
+        let twin_id = twin.id.clone();
+        let resources = run_blocking(store, move |s| s.current_state(&twin_id))
+            .await?
+            .map_or(0, |state| state.resource_count);
+        let target = match (twin.deployment_status, resources) {
+            (DeploymentStatus::Draft, n) if n > 0 => Some(DeploymentStatus::Deployed),
+            (
+                DeploymentStatus::Deployed
+                | DeploymentStatus::Error
+                | DeploymentStatus::DestroyFailed,
+                0,
+            ) => Some(DeploymentStatus::Draft),
+            _ => None,
+        };
+        if let Some(to) = target {
+            let reason = format!(
+                "refresh: the stored state holds {resources} resources but the twin was {}",
+                twin.deployment_status
+            );
+            let (twin_id, actor_owned, why) = (twin.id.clone(), actor.to_owned(), reason.clone());
+            run_blocking(store, move |s| {
+                s.reconcile_status(&twin_id, to, &actor_owned, &why)
+            })
+            .await?;
+            changes.push(format!(
+                "moved from {} to {to}: {reason}",
+                twin.deployment_status
+            ));
+        }
+        Ok(changes)
     }
 }
 
@@ -454,6 +634,7 @@ struct Step<'a> {
     workspace: &'a Workspace,
     sink: &'a Arc<RunSink>,
     stop: &'a CancellationToken,
+    backend_env: Vec<(OsString, OsString)>,
 }
 
 /// Turns terraform's lines into events: secrets masked, `-json` objects shown as their
@@ -485,6 +666,12 @@ impl RunSink {
         self.state.lock().ok().and_then(|s| s.last_error.clone())
     }
 
+    fn publish(&self, event: &RunEvent) {
+        if let Err(err) = self.hub.publish(&self.run_id, event) {
+            tracing::error!(run_id = %self.run_id, %err, "event lost");
+        }
+    }
+
     /// A successful run always ends its progress bar at 100, even with nothing to change.
     fn complete_progress(&self) {
         let figures = self
@@ -494,14 +681,11 @@ impl RunSink {
             .map(|s| (s.progress.percent(), s.progress.figures()));
         if let Some((percent, (done, total))) = figures {
             if percent < 100 {
-                let event = RunEvent::Progress {
+                self.publish(&RunEvent::Progress {
                     percent: 100,
                     done: done.max(total),
                     total,
-                };
-                if let Err(err) = self.hub.publish(&self.run_id, &event) {
-                    tracing::error!(run_id = %self.run_id, %err, "event lost");
-                }
+                });
             }
         }
     }
@@ -513,35 +697,30 @@ impl LineSink for RunSink {
         let mut progress = None;
         let text = match tfjson::parse(&line) {
             Some(message) => {
+                let error = message.error_summary();
                 if let Ok(mut state) = self.state.lock() {
-                    if let Some(error) = message.error_summary() {
+                    if let Some(error) = &error {
                         state.last_error = Some(error.clone());
                     }
                     if let Some((done, total)) = state.progress.observe(&message) {
-                        progress = Some((state.progress.percent(), done, total));
+                        progress = Some(RunEvent::Progress {
+                            percent: state.progress.percent(),
+                            done,
+                            total,
+                        });
                     }
                 }
-                match message.error_summary() {
-                    Some(error) => format!("Error: {error}"),
-                    None => message.text,
-                }
+                error.map_or(message.text, |error| format!("Error: {error}"))
             }
             None => line,
         };
-        let events = std::iter::once(RunEvent::Log {
+        self.publish(&RunEvent::Log {
             stream,
             line: text,
             ts,
-        })
-        .chain(progress.map(|(percent, done, total)| RunEvent::Progress {
-            percent,
-            done,
-            total,
-        }));
-        for event in events {
-            if let Err(err) = self.hub.publish(&self.run_id, &event) {
-                tracing::error!(run_id = %self.run_id, %err, "event lost");
-            }
+        });
+        if let Some(progress) = progress {
+            self.publish(&progress);
         }
     }
 }

@@ -3,11 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::domain::Twin;
+use crate::domain::{Twin, TwinId};
 
 /// Files the gateway writes itself (users cannot name files `terrastream_*`).
 const MANIFEST: &str = "terrastream_files.json";
 const VARIABLES: &str = "terrastream_variables.auto.tfvars.json";
+/// Points terraform at the gateway's state backend; address and credentials come from
+/// `TF_HTTP_*` variables, never from files.
+const BACKEND_OVERRIDE: &str = "terrastream_backend_override.tf";
+const BACKEND: &str = "# Written by terrastream: state is kept by the gateway.\nterraform {\n  backend \"http\" {}\n}\n";
+/// Where terraform leaves a state it could not save.
+pub const ERRORED_STATE: &str = "errored.tfstate";
 pub const PLAN_FILE: &str = "terrastream.tfplan";
 
 pub struct Workspace {
@@ -23,18 +29,18 @@ pub struct WorkspaceError {
     source: std::io::Error,
 }
 
-pub fn work_dir(data_dir: &Path, twin: &Twin) -> PathBuf {
-    data_dir.join("work").join(twin.id.as_str())
+pub fn work_dir(data_dir: &Path, twin_id: &TwinId) -> PathBuf {
+    data_dir.join("work").join(twin_id.as_str())
 }
 
-pub fn sandbox_dir(data_dir: &Path, twin: &Twin) -> PathBuf {
-    data_dir.join("sandbox").join(twin.id.as_str())
+pub fn sandbox_dir(data_dir: &Path, twin_id: &TwinId) -> PathBuf {
+    data_dir.join("sandbox").join(twin_id.as_str())
 }
 
 /// Writes the twin's current files (removing ones an earlier configuration had) and its
 /// variables.
 pub fn prepare(data_dir: &Path, twin: &Twin) -> Result<Workspace, WorkspaceError> {
-    let dir = work_dir(data_dir, twin);
+    let dir = work_dir(data_dir, &twin.id);
     let fail = |source| WorkspaceError {
         dir: dir.clone(),
         source,
@@ -66,6 +72,7 @@ pub fn prepare(data_dir: &Path, twin: &Twin) -> Result<Workspace, WorkspaceError
     }
     let variables = serde_json::to_vec_pretty(&twin.variables).unwrap_or_else(|_| b"{}".to_vec());
     std::fs::write(dir.join(VARIABLES), variables).map_err(fail)?;
+    std::fs::write(dir.join(BACKEND_OVERRIDE), BACKEND).map_err(fail)?;
     let manifest = serde_json::to_vec(&current).unwrap_or_else(|_| b"[]".to_vec());
     std::fs::write(dir.join(MANIFEST), manifest).map_err(fail)?;
     // The lock file pins provider checksums; the local mirror's sandbox provider changes when
@@ -75,7 +82,7 @@ pub fn prepare(data_dir: &Path, twin: &Twin) -> Result<Workspace, WorkspaceError
         _ => {}
     }
 
-    let sandbox_dir = sandbox_dir(data_dir, twin);
+    let sandbox_dir = sandbox_dir(data_dir, &twin.id);
     std::fs::create_dir_all(&sandbox_dir).map_err(|source| WorkspaceError {
         dir: sandbox_dir.clone(),
         source,

@@ -95,6 +95,36 @@ impl StoredEvent {
     }
 }
 
+/// One version of a twin's terraform state, as stored (encrypted).
+#[derive(Debug, Clone)]
+pub struct StateVersion {
+    pub twin_id: TwinId,
+    /// 1, 2, 3 ... per twin.
+    pub version: i64,
+    pub serial: i64,
+    pub lineage: String,
+    pub md5: String,
+    pub size: i64,
+    /// Managed resource instances in this state.
+    pub resource_count: i64,
+    pub run_id: Option<RunId>,
+    pub actor: String,
+    pub created_at: String,
+    /// Empty in listings.
+    pub ciphertext: Vec<u8>,
+}
+
+/// terraform's lock on a twin's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateLock {
+    pub lock_id: String,
+    /// LockInfo JSON as terraform sent it; answered back to a competing locker.
+    pub info: String,
+    /// The run whose terraform took the lock, so the lock can be let go when the run ends.
+    pub run_id: Option<RunId>,
+    pub created_at: String,
+}
+
 /// A new run and the status move that starts it (taking the twin's lock).
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -139,6 +169,16 @@ pub trait Store: Send + Sync + 'static {
     fn restore_twin(&self, id: &TwinId, actor: &str) -> StoreResult<Twin>;
     /// Moves the twin's status per the status machine in one transaction with its history row.
     fn move_status(&self, id: &TwinId, change: StatusMove) -> StoreResult<Twin>;
+    /// Sets the status to match reality (a refresh found the twin deployed outside the UI, or
+    /// its resources gone), outside the status machine; the twin must be unlocked. Moving to
+    /// draft clears the outputs. Recorded in history as `reconciled`.
+    fn reconcile_status(
+        &self,
+        id: &TwinId,
+        to: DeploymentStatus,
+        actor: &str,
+        reason: &str,
+    ) -> StoreResult<Twin>;
     fn history(&self, id: &TwinId) -> StoreResult<Vec<HistoryEntry>>;
 
     fn insert_token(
@@ -182,6 +222,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<StoredEvent>>;
     /// The highest sequence number stored for the run (0 if none).
     fn last_event_seq(&self, run_id: &RunId) -> StoreResult<u64>;
+    fn current_state(&self, twin_id: &TwinId) -> StoreResult<Option<StateVersion>>;
+    fn state_version(&self, twin_id: &TwinId, version: i64) -> StoreResult<Option<StateVersion>>;
+    /// Every version's metadata (no ciphertext), newest first.
+    fn list_state_versions(&self, twin_id: &TwinId) -> StoreResult<Vec<StateVersion>>;
+    /// Inserts the version if the twin's newest version number is still `expected_previous`
+    /// (0 for none); false when another write came first.
+    fn insert_state_version(
+        &self,
+        version: &StateVersion,
+        expected_previous: i64,
+    ) -> StoreResult<bool>;
+    fn state_lock(&self, twin_id: &TwinId) -> StoreResult<Option<StateLock>>;
+    /// Takes the lock if it is free (or already held under the same id); otherwise the holder.
+    fn acquire_state_lock(
+        &self,
+        twin_id: &TwinId,
+        lock: &StateLock,
+    ) -> StoreResult<Result<(), StateLock>>;
+    /// Releases the lock held under `lock_id`; `None` force-releases whatever holds it and
+    /// records that in the twin's history. Err(holder) when another id holds it.
+    fn release_state_lock(
+        &self,
+        twin_id: &TwinId,
+        lock_id: Option<&str>,
+        actor: &str,
+    ) -> StoreResult<Result<Option<StateLock>, StateLock>>;
+    fn meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    fn set_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;
     /// A cheap round trip, for health checks.
     fn ping(&self) -> StoreResult<()>;
 }

@@ -9,8 +9,8 @@ use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior}
 use rusqlite_migration::{Migrations, M};
 
 use super::{
-    Conflict, LockChange, NewRun, OutputsChange, RunFinish, StatusMove, Store, StoreError,
-    StoreResult, StoredEvent,
+    Conflict, LockChange, NewRun, OutputsChange, RunFinish, StateLock, StateVersion, StatusMove,
+    Store, StoreError, StoreResult, StoredEvent,
 };
 use crate::clock;
 use crate::domain::{
@@ -21,6 +21,7 @@ use crate::domain::{
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/001_foundation.sql")),
     M::up(include_str!("../../migrations/002_runs.sql")),
+    M::up(include_str!("../../migrations/003_state.sql")),
 ];
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
@@ -395,6 +396,39 @@ impl Store for SqliteStore {
         Ok(moved)
     }
 
+    fn reconcile_status(
+        &self,
+        id: &TwinId,
+        to: DeploymentStatus,
+        actor: &str,
+        reason: &str,
+    ) -> StoreResult<Twin> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = require_twin(&tx, id)?;
+        ensure_live(&current)?;
+        ensure_unlocked(&current, "reconcile")?;
+        let now = clock::now();
+        tx.execute(
+            "UPDATE twins SET deployment_status = ?2, updated_at = ?3,
+                    terraform_outputs = CASE WHEN ?2 = 'draft' THEN NULL ELSE terraform_outputs END
+             WHERE id = ?1",
+            params![id.as_str(), to.as_str(), now],
+        )?;
+        let row = HistoryRow {
+            action: "reconciled",
+            from: Some(current.deployment_status),
+            to: Some(to),
+            actor,
+            reason: Some(reason),
+            run_id: None,
+        };
+        insert_history(&tx, id, row, &now)?;
+        let moved = require_twin(&tx, id)?;
+        tx.commit()?;
+        Ok(moved)
+    }
+
     fn history(&self, id: &TwinId) -> StoreResult<Vec<HistoryEntry>> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
@@ -593,6 +627,160 @@ impl Store for SqliteStore {
         u64::try_from(seq).map_err(corrupt)
     }
 
+    fn current_state(&self, twin_id: &TwinId) -> StoreResult<Option<StateVersion>> {
+        let conn = self.conn()?;
+        select_state(
+            &conn,
+            "WHERE twin_id = ?1 ORDER BY version DESC LIMIT 1",
+            params![twin_id.as_str()],
+        )
+    }
+
+    fn state_version(&self, twin_id: &TwinId, version: i64) -> StoreResult<Option<StateVersion>> {
+        let conn = self.conn()?;
+        select_state(
+            &conn,
+            "WHERE twin_id = ?1 AND version = ?2",
+            params![twin_id.as_str(), version],
+        )
+    }
+
+    fn list_state_versions(&self, twin_id: &TwinId) -> StoreResult<Vec<StateVersion>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {STATE_COLUMNS} FROM state_versions WHERE twin_id = ?1 ORDER BY version DESC"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![twin_id.as_str()])?;
+        let mut versions = Vec::new();
+        while let Some(row) = rows.next()? {
+            versions.push(state_from_row(row, false)?);
+        }
+        Ok(versions)
+    }
+
+    fn insert_state_version(&self, v: &StateVersion, expected_previous: i64) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let newest: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM state_versions WHERE twin_id = ?1",
+            params![v.twin_id.as_str()],
+            |row| row.get(0),
+        )?;
+        if newest != expected_previous {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO state_versions (twin_id, version, serial, lineage, md5, size, resource_count, run_id, actor, created_at, ciphertext)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                v.twin_id.as_str(),
+                v.version,
+                v.serial,
+                v.lineage,
+                v.md5,
+                v.size,
+                v.resource_count,
+                v.run_id.as_ref().map(RunId::as_str),
+                v.actor,
+                v.created_at,
+                v.ciphertext,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn state_lock(&self, twin_id: &TwinId) -> StoreResult<Option<StateLock>> {
+        let conn = self.conn()?;
+        select_state_lock(&conn, twin_id)
+    }
+
+    fn acquire_state_lock(
+        &self,
+        twin_id: &TwinId,
+        lock: &StateLock,
+    ) -> StoreResult<Result<(), StateLock>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(holder) = select_state_lock(&tx, twin_id)? {
+            return Ok(if holder.lock_id == lock.lock_id {
+                Ok(())
+            } else {
+                Err(holder)
+            });
+        }
+        tx.execute(
+            "INSERT INTO state_locks (twin_id, lock_id, info, run_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                twin_id.as_str(),
+                lock.lock_id,
+                lock.info,
+                lock.run_id.as_ref().map(RunId::as_str),
+                lock.created_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    fn release_state_lock(
+        &self,
+        twin_id: &TwinId,
+        lock_id: Option<&str>,
+        actor: &str,
+    ) -> StoreResult<Result<Option<StateLock>, StateLock>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(holder) = select_state_lock(&tx, twin_id)? else {
+            return Ok(Ok(None));
+        };
+        if lock_id.is_some_and(|id| id != holder.lock_id) {
+            return Ok(Err(holder));
+        }
+        tx.execute(
+            "DELETE FROM state_locks WHERE twin_id = ?1",
+            params![twin_id.as_str()],
+        )?;
+        if lock_id.is_none() {
+            let reason = format!(
+                "state lock {} force-released (held since {})",
+                holder.lock_id, holder.created_at
+            );
+            let row = HistoryRow {
+                action: "state_force_unlocked",
+                from: None,
+                to: None,
+                actor,
+                reason: Some(&reason),
+                run_id: None,
+            };
+            insert_history(&tx, twin_id, row, &clock::now())?;
+        }
+        tx.commit()?;
+        Ok(Ok(Some(holder)))
+    }
+
+    fn meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                "SELECT value FROM gateway_meta WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_meta(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        self.conn()?.execute(
+            "INSERT INTO gateway_meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
     fn ping(&self) -> StoreResult<()> {
         self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
@@ -750,6 +938,72 @@ fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<()> {
         }
     }
     Ok(())
+}
+
+const STATE_COLUMNS: &str =
+    "twin_id, version, serial, lineage, md5, size, resource_count, run_id, actor, created_at";
+
+fn state_from_row(row: &Row<'_>, with_ciphertext: bool) -> StoreResult<StateVersion> {
+    Ok(StateVersion {
+        twin_id: parse_column(row, "twin_id")?,
+        version: row.get("version")?,
+        serial: row.get("serial")?,
+        lineage: row.get("lineage")?,
+        md5: row.get("md5")?,
+        size: row.get("size")?,
+        resource_count: row.get("resource_count")?,
+        run_id: parse_optional_column(row, "run_id")?,
+        actor: row.get("actor")?,
+        created_at: row.get("created_at")?,
+        ciphertext: if with_ciphertext {
+            row.get("ciphertext")?
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+fn select_state(
+    conn: &rusqlite::Connection,
+    sql_tail: &str,
+    args: impl rusqlite::Params,
+) -> StoreResult<Option<StateVersion>> {
+    let sql = format!("SELECT {STATE_COLUMNS}, ciphertext FROM state_versions {sql_tail}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(args)?;
+    match rows.next()? {
+        Some(row) => Ok(Some(state_from_row(row, true)?)),
+        None => Ok(None),
+    }
+}
+
+fn select_state_lock(
+    conn: &rusqlite::Connection,
+    twin_id: &TwinId,
+) -> StoreResult<Option<StateLock>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT lock_id, info, run_id, created_at FROM state_locks WHERE twin_id = ?1",
+    )?;
+    let row = stmt
+        .query_row(params![twin_id.as_str()], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get(3)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(lock_id, info, run_id, created_at)| {
+        let run_id = run_id.map(|r| r.parse().map_err(corrupt)).transpose()?;
+        Ok(StateLock {
+            lock_id,
+            info,
+            run_id,
+            created_at,
+        })
+    })
+    .transpose()
 }
 
 /// Explains why a compare-and-set status move matched no row.

@@ -1,0 +1,376 @@
+//! State: terraform's `http` backend (`/twins/{id}/tfstate`, LOCK/UNLOCK on `.../lock`), and
+//! the views the dashboard reads (masked state, outputs, versions, infrastructure status).
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::twins::visible_twin;
+use crate::auth::RunGrant;
+use crate::domain::{DeploymentStatus, Principal, Twin};
+use crate::runs::Supervisor;
+use crate::state::{mask_outputs, mask_state, Pushed, StateError, StateService, Writer};
+use crate::store::{Conflict, StateVersion};
+
+impl From<StateError> for ApiError {
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::Invalid(why) => ApiError::BadRequest(why),
+            StateError::Conflict(why) => ApiError::Conflict(Conflict::new("state_conflict", why)),
+            StateError::Locked(holder) => ApiError::Conflict(Conflict::new(
+                "state_locked",
+                format!(
+                    "the state is locked by {} since {}",
+                    holder.lock_id, holder.created_at
+                ),
+            )),
+            StateError::NoSuchVersion(n) => {
+                ApiError::NotFound(format!("state version {n} not found"))
+            }
+            StateError::Store(err) => err.into(),
+            StateError::Cipher(err) => ApiError::internal(err),
+        }
+    }
+}
+
+/// Runs state work (SQLite and AES) off the async runtime.
+async fn blocking<T, F>(state: &web::Data<StateService>, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&StateService) -> Result<T, StateError> + Send + 'static,
+{
+    let state: Arc<StateService> = state.clone().into_inner();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| work(&state)))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
+
+/// A lock held by someone else: 423 with the holder's LockInfo, as terraform expects.
+fn locked(info: String) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::LOCKED)
+        .content_type("application/json")
+        .body(info)
+}
+
+async fn backend_twin(
+    supervisor: &Supervisor,
+    principal: &Principal,
+    id: &str,
+) -> Result<Twin, ApiError> {
+    visible_twin(&supervisor.store(), principal, id).await
+}
+
+fn writer(principal: &Principal, grant: Option<&RunGrant>) -> Writer {
+    match grant {
+        Some(grant) => Writer {
+            actor: format!("run {}", grant.run_id),
+            run_id: Some(grant.run_id.clone()),
+        },
+        None => Writer {
+            actor: principal.owner.clone(),
+            run_id: None,
+        },
+    }
+}
+
+/// `GET /twins/{id}/tfstate`: the current state, plain, for terraform.
+pub async fn backend_get(
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let twin = backend_twin(&supervisor, &principal, &path).await?;
+    let owner = principal.owner.clone();
+    let current = blocking(&state, move |s| {
+        s.seed(&twin.id, &owner)?;
+        s.current(&twin.id)
+    })
+    .await?;
+    match current {
+        Some((_, plain)) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(plain)),
+        None => Ok(HttpResponse::NotFound().finish()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PushQuery {
+    #[serde(rename = "ID")]
+    id: Option<String>,
+}
+
+/// `POST /twins/{id}/tfstate?ID=<lock id>`: terraform writes a state; each accepted write is
+/// a new version.
+pub async fn backend_post(
+    req: HttpRequest,
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<String>,
+    query: web::Query<PushQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let twin = backend_twin(&supervisor, &principal, &path).await?;
+    let writer = writer(&principal, req.extensions().get::<RunGrant>());
+    let lock_id = query.into_inner().id;
+    let pushed = blocking(&state, move |s| {
+        match s.push(&twin.id, &body, lock_id.as_deref(), &writer) {
+            Err(StateError::Locked(holder)) => Ok(Err(holder.info)),
+            other => other.map(Ok),
+        }
+    })
+    .await?;
+    match pushed {
+        Ok(Pushed::New(version)) => {
+            tracing::info!(twin_id = %version.twin_id, version = version.version, serial = version.serial, "state stored");
+            Ok(HttpResponse::Ok().finish())
+        }
+        Ok(Pushed::Unchanged(_)) => Ok(HttpResponse::Ok().finish()),
+        Err(holder) => Ok(locked(holder)),
+    }
+}
+
+/// `LOCK /twins/{id}/tfstate/lock`: 200 when taken, 423 with the holder's LockInfo otherwise.
+pub async fn backend_lock(
+    req: HttpRequest,
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let twin = backend_twin(&supervisor, &principal, &path).await?;
+    let run_id = req.extensions().get::<RunGrant>().map(|g| g.run_id.clone());
+    let result = blocking(&state, move |s| match s.lock(&twin.id, &body, run_id) {
+        Err(StateError::Locked(holder)) => Ok(Err(holder.info)),
+        other => other.map(Ok),
+    })
+    .await?;
+    match result {
+        Ok(()) => Ok(HttpResponse::Ok().finish()),
+        Err(holder) => Ok(locked(holder)),
+    }
+}
+
+/// `UNLOCK /twins/{id}/tfstate/lock`: releases the lock; an empty body is
+/// `terraform force-unlock`, which only an owner or admin (not a run) may send.
+pub async fn backend_unlock(
+    req: HttpRequest,
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let twin = backend_twin(&supervisor, &principal, &path).await?;
+    let may_force = req.extensions().get::<RunGrant>().is_none();
+    let actor = principal.owner.clone();
+    let result = blocking(&state, move |s| {
+        match s.unlock(&twin.id, &body, &actor, may_force) {
+            Err(StateError::Locked(holder)) => Ok(Err(holder.info)),
+            other => other.map(Ok),
+        }
+    })
+    .await?;
+    match result {
+        Ok(()) => Ok(HttpResponse::Ok().finish()),
+        Err(holder) => Ok(HttpResponse::Conflict()
+            .content_type("application/json")
+            .body(holder)),
+    }
+}
+
+/// `DELETE /twins/{id}/tfstate`: admins only, and only for a state that holds no resources;
+/// starts the twin over with an empty state (earlier versions are kept).
+pub async fn backend_delete(
+    req: HttpRequest,
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !principal.is_admin || req.extensions().get::<RunGrant>().is_some() {
+        return Err(ApiError::Forbidden(
+            "only an admin may delete a twin's state".into(),
+        ));
+    }
+    let twin = backend_twin(&supervisor, &principal, &path).await?;
+    let actor = principal.owner.clone();
+    blocking(&state, move |s| s.reset(&twin.id, &actor)).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+fn version_view(v: &StateVersion) -> serde_json::Value {
+    json!({
+        "version": v.version,
+        "serial": v.serial,
+        "lineage": v.lineage,
+        "md5": v.md5,
+        "size": v.size,
+        "resource_count": v.resource_count,
+        "run_id": v.run_id,
+        "actor": v.actor,
+        "created_at": v.created_at,
+    })
+}
+
+/// `GET /twins/{id}/state`: the current state with sensitive values masked.
+pub async fn state_view(
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let twin_id = twin.id.clone();
+    let current = blocking(&state, move |s| s.current(&twin_id)).await?;
+    let Some((version, plain)) = current else {
+        return Ok(
+            HttpResponse::Ok().json(json!({ "twin_id": twin.id, "version": null, "state": null }))
+        );
+    };
+    let parsed: serde_json::Value = serde_json::from_slice(&plain).map_err(ApiError::internal)?;
+    let mut view = version_view(&version);
+    view["twin_id"] = json!(twin.id);
+    view["state"] = mask_state(&parsed);
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `GET /twins/{id}/outputs`: the outputs in the current state, sensitive values masked.
+pub async fn outputs(
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let twin_id = twin.id.clone();
+    let current = blocking(&state, move |s| s.current(&twin_id)).await?;
+    let outputs = match current {
+        Some((_, plain)) => {
+            let parsed: serde_json::Value =
+                serde_json::from_slice(&plain).map_err(ApiError::internal)?;
+            mask_outputs(&parsed["outputs"])
+        }
+        None => json!({}),
+    };
+    Ok(HttpResponse::Ok().json(json!({ "twin_id": twin.id, "outputs": outputs })))
+}
+
+pub async fn versions(
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let list = blocking(&state, move |s| s.versions(&twin.id)).await?;
+    Ok(HttpResponse::Ok().json(list.iter().map(version_view).collect::<Vec<_>>()))
+}
+
+/// `GET /twins/{id}/state/versions/{n}`: that version as terraform wrote it (a download).
+pub async fn version_download(
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<(String, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, number) = path.into_inner();
+    let twin = visible_twin(&supervisor.store(), &principal, &id).await?;
+    let twin_id = twin.id.clone();
+    let (_, plain) = blocking(&state, move |s| s.version(&twin_id, number)).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{}-v{number}.tfstate\"", twin.id),
+        ))
+        .body(plain))
+}
+
+/// `POST /twins/{id}/state/unlock`: an admin releases a stuck state lock.
+pub async fn force_unlock(
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !principal.is_admin {
+        return Err(ApiError::Forbidden(
+            "only an admin may force-unlock a state".into(),
+        ));
+    }
+    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let actor = principal.owner.clone();
+    let released = blocking(&state, move |s| s.force_unlock(&twin.id, &actor)).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "released": released.is_some(),
+        "lock_id": released.map(|l| l.lock_id),
+    })))
+}
+
+/// What the dashboard needs to draw a twin's infrastructure and its buttons, from the store
+/// alone (no terraform is spawned).
+pub fn infrastructure_status(twin: &Twin, current: Option<&StateVersion>) -> serde_json::Value {
+    let allowed = |to: DeploymentStatus| {
+        !twin.is_locked && !twin.is_deleted() && twin.deployment_status.can_move_to(to)
+    };
+    json!({
+        "twin_id": twin.id,
+        "db_status": twin.deployment_status,
+        "terraform_state_exists": current.is_some_and(|v| v.serial > 0 || v.resource_count > 0),
+        "resource_count": current.map_or(0, |v| v.resource_count),
+        "can_deploy": allowed(DeploymentStatus::Deploying),
+        "can_destroy": allowed(DeploymentStatus::Destroying),
+        "is_locked": twin.is_locked,
+        "active_job_id": twin.active_job_id,
+        "last_deployed_at": twin.last_deployed_at,
+        "state_version": current.map(|v| v.version),
+        "state_serial": current.map(|v| v.serial),
+        "state_written_at": current.map(|v| v.created_at.clone()),
+    })
+}
+
+pub async fn infrastructure(
+    supervisor: web::Data<Supervisor>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let store = supervisor.store();
+    let twin = visible_twin(&store, &principal, &path).await?;
+    let twin_id = twin.id.clone();
+    let current = crate::store::run_blocking(&store, move |s| s.current_state(&twin_id)).await?;
+    Ok(HttpResponse::Ok().json(infrastructure_status(&twin, current.as_ref())))
+}
+
+/// `POST /twins/{id}/refresh`: brings the twin's status in line with its stored state and
+/// clears a lock whose run is no longer alive; says what it changed and why.
+pub async fn refresh(
+    supervisor: web::Data<Supervisor>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let store = supervisor.store();
+    let twin = visible_twin(&store, &principal, &path).await?;
+    let report = supervisor.reconcile(&twin, &principal.owner).await?;
+    let twin_id = twin.id.clone();
+    let twin = crate::store::run_blocking(&store, move |s| s.get_twin(&twin_id))
+        .await?
+        .ok_or_else(|| ApiError::NotFound("twin vanished".into()))?;
+    let twin_id = twin.id.clone();
+    let current = crate::store::run_blocking(&store, move |s| s.current_state(&twin_id)).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "twin_id": twin.id,
+        "changed": !report.is_empty(),
+        "changes": report,
+        "deployment_status": twin.deployment_status,
+        "infrastructure": infrastructure_status(&twin, current.as_ref()),
+    })))
+}
