@@ -48,6 +48,12 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
+        // Working directories hold twin variables and provider caches: owner only.
+        std::fs::set_permissions(
+            &settings.data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .with_context(|| format!("cannot restrict {}", settings.data_dir.display()))?;
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&settings.database_path())
                 .with_context(|| format!("cannot open {}", settings.database_path().display()))?,

@@ -440,8 +440,15 @@ impl Supervisor {
     /// lost), release a state lock it still held, and revoke its backend credential.
     async fn collect_leftovers(&self, run_id: &RunId, twin_id: &TwinId) {
         self.parts.grants.revoke(run_id);
-        let errored =
-            workspace::work_dir(&self.parts.settings.data_dir, twin_id).join(ERRORED_STATE);
+        let work_dir = workspace::work_dir(&self.parts.settings.data_dir, twin_id);
+        // A plan file holds planned values (secrets included) in clear: never keep it.
+        match std::fs::remove_file(work_dir.join(PLAN_FILE)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(%run_id, %err, "could not remove the plan file");
+            }
+            _ => {}
+        }
+        let errored = work_dir.join(ERRORED_STATE);
         let state = Arc::clone(&self.parts.state);
         let (run, twin) = (run_id.clone(), twin_id.clone());
         let recovered = tokio::task::spawn_blocking(move || -> Result<Option<i64>, String> {
