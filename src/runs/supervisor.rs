@@ -21,7 +21,7 @@ use crate::domain::{
     DeploymentStatus, LogStream, Outcome, Run, RunEvent, RunId, RunKind, Stage, Twin, TwinId,
 };
 use crate::hub::{EventHub, HubError};
-use crate::state::{mask_outputs, Pushed, StateService, Writer};
+use crate::state::{mask_outputs, StateService, Writer};
 use crate::store::{
     run_blocking, LockChange, NewRun, OutputsChange, RunFinish, StatusMove, Store, StoreError,
 };
@@ -458,9 +458,7 @@ impl Supervisor {
             }
             let Ok(body) = std::fs::read(&errored) else { return Ok(None) };
             let writer = Writer { actor: format!("run {run} (recovered {ERRORED_STATE})"), run_id: Some(run.clone()) };
-            let version = match state.push_unlocked(&twin, &body, &writer).map_err(|e| e.to_string())? {
-                Pushed::New(version) | Pushed::Unchanged(version) => version.version,
-            };
+            let version = state.recover(&twin, &body, &writer).map_err(|e| e.to_string())?.version;
             let kept = errored.with_extension(format!("tfstate.recovered-{}", clock::now().replace(':', "")));
             std::fs::rename(&errored, kept).map_err(|e| e.to_string())?;
             Ok(Some(version))

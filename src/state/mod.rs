@@ -271,8 +271,33 @@ impl StateService {
         self.push_unlocked(twin_id, body, writer)
     }
 
-    /// A push that ignores the lock: for recovering `errored.tfstate` after a run ended.
-    pub fn push_unlocked(
+    /// Stores a state terraform could not save (`errored.tfstate`): it is the only record of
+    /// what terraform created, so neither the lock nor the serial rules may refuse it. Its
+    /// serial is raised past the stored one when needed, so the next run builds on it.
+    pub fn recover(
+        &self,
+        twin_id: &TwinId,
+        body: &[u8],
+        writer: &Writer,
+    ) -> Result<StateVersion, StateError> {
+        let mut state: Value = serde_json::from_slice(body)
+            .map_err(|e| StateError::Invalid(format!("recovered state is not valid JSON: {e}")))?;
+        loop {
+            let current = self.store.current_state(twin_id)?;
+            let expected = current.as_ref().map_or(0, |c| c.version);
+            let floor = current.as_ref().map_or(0, |c| c.serial + 1);
+            if summarize(&state)?.serial < floor {
+                state["serial"] = json!(floor);
+            }
+            let body =
+                serde_json::to_vec(&state).map_err(|e| StateError::Invalid(e.to_string()))?;
+            if let Some(version) = self.write(twin_id, &body, writer, expected)? {
+                return Ok(version);
+            }
+        }
+    }
+
+    fn push_unlocked(
         &self,
         twin_id: &TwinId,
         body: &[u8],
