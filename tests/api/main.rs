@@ -6,5 +6,7 @@ mod errors;
 mod fuzz;
 mod health;
 mod helpers;
+mod run_helpers;
+mod runs;
 mod status_machine;
 mod twins;
