@@ -9,4 +9,5 @@ mod helpers;
 mod run_helpers;
 mod runs;
 mod status_machine;
+mod streams;
 mod twins;
