@@ -160,7 +160,8 @@ pub async fn backend_lock(
 }
 
 /// `UNLOCK /twins/{id}/tfstate/lock`: releases the lock; an empty body is
-/// `terraform force-unlock`, which only an owner or admin (not a run) may send.
+/// `terraform force-unlock`, which, like `POST /twins/{id}/state/unlock`, only an admin (not
+/// a run, not the twin's owner) may send.
 pub async fn backend_unlock(
     req: HttpRequest,
     supervisor: web::Data<Supervisor>,
@@ -170,7 +171,12 @@ pub async fn backend_unlock(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let twin = backend_twin(&supervisor, &principal, &path).await?;
-    let may_force = req.extensions().get::<RunGrant>().is_none();
+    let may_force = principal.is_admin && req.extensions().get::<RunGrant>().is_none();
+    if !may_force && body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::Forbidden(
+            "only an admin may force-unlock a state (an UNLOCK without lock info)".into(),
+        ));
+    }
     let actor = principal.owner.clone();
     let result = blocking(&state, move |s| {
         match s.unlock(&twin.id, &body, &actor, may_force) {
