@@ -8,6 +8,8 @@ mod health;
 mod helpers;
 mod run_helpers;
 mod runs;
+mod state_backend;
+mod state_helpers;
 mod status_machine;
 mod streams;
 mod twins;
