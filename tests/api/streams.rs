@@ -213,3 +213,35 @@ async fn reconnecting_to_a_finished_run_at_its_end_is_204_and_past_it_422() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_reader_that_reads_nothing_while_megabytes_stream_past_still_gets_every_event() {
+    // The cleanup command's output is streamed like terraform's: 3000 lines of 4 KB, far more
+    // than the socket buffers and the live buffer hold, so the idle reader's connection
+    // stalls while the run goes on.
+    let app = spawn_run_app_with(|s| {
+        s.cleanup_command = Some("yes \"$(printf '%4000s' '' | tr ' ' x)\" | head -n 3000".into());
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let twin = app
+        .create_sandbox_twin(&token, "chatty", &sandbox_config(&[Res::new("only", 0)]))
+        .await;
+    app.run_ok(&token, &twin, "deploy").await;
+    let run_id = app.start_run_ok(&token, &twin, "destroy").await;
+
+    let mut idle = app.subscribe(&token, &run_id, Cursor::None).await;
+    // A reader that keeps up sees the whole run end while the idle one has read nothing.
+    let live = app.all_events(&token, &run_id).await;
+    assert_well_formed(&live, &run_id);
+    assert_eq!(done(&live)["outcome"], "succeeded", "{:?}", done(&live));
+    let long_lines = live
+        .iter()
+        .filter(|e| e.line().is_some_and(|l| l.len() == 4000))
+        .count();
+    assert_eq!(long_lines, 3000);
+
+    let caught_up = idle.read_to_end().await;
+    assert_eq!(caught_up.len(), live.len());
+    assert!(caught_up == live, "the idle reader saw a different run");
+}
