@@ -523,6 +523,15 @@ async fn cancel_mid_apply_stops_terraform_gracefully_and_orphans_nothing() {
     );
     let response = app.cancel_run(&token, &twin).await;
     assert_error(response, StatusCode::CONFLICT, "no_active_run").await;
+
+    // What the cancelled run saved is enough to clean up.
+    app.run_ok(&token, &twin, "destroy").await;
+    assert!(app.sandbox_ids(&twin).is_empty());
+    assert!(app.state_ids(&twin).await.is_empty());
+    assert_eq!(
+        app.get_twin_ok(&token, &twin).await["deployment_status"],
+        "draft"
+    );
 }
 
 #[tokio::test]
