@@ -245,3 +245,34 @@ async fn a_reader_that_reads_nothing_while_megabytes_stream_past_still_gets_ever
     assert_eq!(caught_up.len(), live.len());
     assert!(caught_up == live, "the idle reader saw a different run");
 }
+
+#[tokio::test]
+async fn hanging_up_on_the_post_stream_leaves_the_run_going_and_get_resumes_it() {
+    let app = spawn_run_app().await;
+    let token = app.admin_token.clone();
+    let resources = [Res::new("a", 1000), Res::new("b", 1500)];
+    let twin = app
+        .create_sandbox_twin(&token, "tab closed", &sandbox_config(&resources))
+        .await;
+
+    let mut stream = app.run_streamed(&token, &twin, "deploy").await;
+    let mut seen = Vec::new();
+    let creating = stream
+        .read_until(&mut seen, |e| {
+            e.line().is_some_and(|l| l.ends_with(": Creating..."))
+        })
+        .await;
+    assert!(creating, "the run ended before any create started");
+    drop(stream);
+
+    let run_id = seen
+        .iter()
+        .find_map(|e| e.json()["job_id"].as_str().map(str::to_owned))
+        .expect("an event naming the run");
+    let last = seen.last().unwrap().seq();
+    let mut resumed = app.subscribe(&token, &run_id, Cursor::Header(last)).await;
+    seen.extend(resumed.read_to_end().await);
+    assert_well_formed(&seen, &run_id);
+    assert_eq!(done(&seen)["outcome"], "succeeded");
+    assert_eq!(app.sandbox_ids(&twin).len(), 2);
+}
