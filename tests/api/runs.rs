@@ -196,6 +196,10 @@ async fn a_deploy_streamed_on_the_post_shows_every_step_and_reads_back_after_a_r
         format!("/runs/{run_id}/logs"),
         format!("/twins/{twin}"),
         format!("/twins/{twin}/runs"),
+        format!("/twins/{twin}/outputs"),
+        format!("/twins/{twin}/state"),
+        format!("/twins/{twin}/infrastructure-status"),
+        format!("/twins/{twin}/history"),
         "/twins".to_owned(),
     ] {
         let response = app
@@ -216,6 +220,9 @@ async fn a_deploy_streamed_on_the_post_shows_every_step_and_reads_back_after_a_r
     assert_eq!(app.get_twin_ok(&token, &twin).await, twin_before);
     let replayed = app.all_events(&token, &run_id).await;
     assert_eq!(replayed, events);
+    let at_end = Cursor::Header(events.last().unwrap().seq());
+    let response = app.run_events(&token, &run_id, at_end).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let logs = app.run_logs(&token, &run_id, 0, None).await;
     let logs_text = logs.text().await.unwrap();
     assert!(!leaks(&logs_text));
