@@ -221,7 +221,7 @@ async fn an_admins_own_terraform_waits_for_the_runs_lock_then_sees_what_the_sand
     let twin = app
         .create_sandbox_twin(&token, "shared-lock", &main_tf)
         .await;
-    let cli = Cli::new(&app, &twin, &main_tf, &token);
+    let cli = Cli::new(&app, &twin, &token).await;
     cli.init().await;
 
     let mut stream = app.run_streamed(&token, &twin, "deploy").await;
@@ -361,7 +361,7 @@ async fn state_is_encrypted_at_rest_and_only_the_original_key_opens_it() {
     app.run_ok(&token, &deployed, "deploy").await;
     let cli_tf = sandbox_config(&[Res::new("gamma", 0), Res::new("delta", 0)]);
     let by_cli = app.create_sandbox_twin(&token, "by-cli", &cli_tf).await;
-    let cli = Cli::new(&app, &by_cli, &cli_tf, &token);
+    let cli = Cli::new(&app, &by_cli, &token).await;
     cli.init().await;
     cli.apply().await;
     assert_eq!(app.sandbox_ids(&by_cli).len(), 2);
@@ -429,7 +429,7 @@ async fn state_is_encrypted_at_rest_and_only_the_original_key_opens_it() {
     ];
     assert_eq!(after_views, before_views);
     // The restarted gateway listens on a new port: a CLI pointed at it reads the same state.
-    let cli = Cli::new(&app, &by_cli, &cli_tf, &token);
+    let cli = Cli::new(&app, &by_cli, &token).await;
     cli.init().await;
     assert_eq!(cli.state_list().await, sandbox_addresses(&app, &by_cli));
 }
@@ -738,7 +738,7 @@ async fn state_and_outputs_are_masked_versions_download_and_backend_auth_is_chec
     let taken = backend(&app, "LOCK", &bobs, "/lock", &bob, Some(bytes(&held))).await;
     assert_eq!(taken.status(), StatusCode::OK);
     let force = ["force-unlock", "-force", "bobs-lock"];
-    let owners = Cli::new(&app, &bobs, &main_tf, &bob);
+    let owners = Cli::new(&app, &bobs, &bob).await;
     owners.init().await;
     let refused = owners.run(&force).await;
     assert_eq!(refused.code, Some(1), "{refused:#?}");
@@ -747,7 +747,7 @@ async fn state_and_outputs_are_masked_versions_download_and_backend_auth_is_chec
     let still = backend(&app, "LOCK", &bobs, "/lock", &token, Some(other.clone())).await;
     assert_eq!(still.status(), StatusCode::LOCKED);
     assert_eq!(json_body(still).await, held);
-    let admins = Cli::new(&app, &bobs, &main_tf, &token);
+    let admins = Cli::new(&app, &bobs, &token).await;
     admins.init().await;
     let released = admins.ok(&force).await;
     assert!(
@@ -778,7 +778,7 @@ async fn refresh_moves_a_twin_to_what_its_state_holds() {
         .await;
 
     // Resources made outside the UI, through the backend: the twin is still a draft.
-    let cli = Cli::new(&app, &twin, &main_tf, &token);
+    let cli = Cli::new(&app, &twin, &token).await;
     cli.init().await;
     cli.apply().await;
     assert_eq!(app.sandbox_ids(&twin).len(), 2);

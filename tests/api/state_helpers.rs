@@ -51,11 +51,21 @@ pub struct Cli {
 pub const BACKEND_OVERRIDE: &str = "terraform {\n  backend \"http\" {}\n}\n";
 
 impl Cli {
-    /// A CLI on `twin_id` of `app`, authenticating with `password` (an API token).
-    pub fn new(app: &TestApp, twin_id: &str, main_tf: &str, password: &str) -> Cli {
+    /// A CLI on `twin_id` of `app`, authenticating with `password` (an API token), on the
+    /// twin's files and variables as `GET /twins/{id}` gives them.
+    pub async fn new(app: &TestApp, twin_id: &str, password: &str) -> Cli {
         let (terraform, cli_config) = tools();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("main.tf"), main_tf).unwrap();
+        let twin = app.get_twin_ok(&app.admin_token, twin_id).await;
+        for (path, content) in twin["files"].as_object().expect("the twin's files") {
+            let target = dir.path().join(path);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(target, content.as_str().expect("file content")).unwrap();
+        }
+        if twin["variables"].as_object().is_some_and(|v| !v.is_empty()) {
+            let variables = serde_json::to_vec(&twin["variables"]).unwrap();
+            std::fs::write(dir.path().join("terraform.tfvars.json"), variables).unwrap();
+        }
         std::fs::write(dir.path().join("backend_override.tf"), BACKEND_OVERRIDE).unwrap();
         let state = app.url(&format!("/twins/{twin_id}/tfstate"));
         let sandbox = app.settings.data_dir.join("sandbox").join(twin_id);
