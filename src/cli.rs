@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -81,6 +81,31 @@ pub struct ServeArgs {
     /// (default: <data-dir>/state.key, created on first start).
     #[arg(long, env = "TERRASTREAM_STATE_KEY", hide_env_values = true)]
     pub state_key: Option<String>,
+    /// Runs that may work at once; more wait as pending (default: the number of cores).
+    #[arg(long, env = "TERRASTREAM_MAX_CONCURRENT_RUNS")]
+    pub max_concurrent_runs: Option<usize>,
+    /// Limit for `terraform init`, in seconds.
+    #[arg(long, env = "TERRASTREAM_INIT_TIMEOUT_SECS", default_value_t = 1800)]
+    pub init_timeout_secs: u64,
+    /// Limit for `terraform plan` (and other read-only commands), in seconds.
+    #[arg(long, env = "TERRASTREAM_PLAN_TIMEOUT_SECS", default_value_t = 7200)]
+    pub plan_timeout_secs: u64,
+    /// Limit for `terraform apply`, in seconds.
+    #[arg(long, env = "TERRASTREAM_APPLY_TIMEOUT_SECS", default_value_t = 43200)]
+    pub apply_timeout_secs: u64,
+    /// Limit for `terraform destroy`, in seconds.
+    #[arg(
+        long,
+        env = "TERRASTREAM_DESTROY_TIMEOUT_SECS",
+        default_value_t = 43200
+    )]
+    pub destroy_timeout_secs: u64,
+    /// Warn (a `warning` event) when terraform prints nothing for this many seconds.
+    #[arg(long, env = "TERRASTREAM_SILENCE_WARNING_SECS", default_value_t = 600)]
+    pub silence_warning_secs: u64,
+    /// On SIGINT/SIGTERM, seconds running terraform gets to stop gracefully.
+    #[arg(long, env = "TERRASTREAM_SHUTDOWN_GRACE_SECS", default_value_t = 60)]
+    pub shutdown_grace_secs: u64,
     /// Do not create the demo twin on first start.
     #[arg(long, env = "TERRASTREAM_NO_DEMO")]
     pub no_demo: bool,
@@ -104,6 +129,19 @@ impl ServeArgs {
         settings.cleanup_command = self.cleanup_command.filter(|c| !c.trim().is_empty());
         settings.credentials_file = self.credentials_file;
         settings.create_demo = !self.no_demo;
+        settings.handle_signals = true;
+        if let Some(limit) = self.max_concurrent_runs.filter(|n| *n > 0) {
+            settings.max_concurrent_runs = limit;
+        }
+        let secs = std::time::Duration::from_secs;
+        settings.timeouts = crate::config::Timeouts {
+            init: secs(self.init_timeout_secs),
+            plan: secs(self.plan_timeout_secs),
+            apply: secs(self.apply_timeout_secs),
+            destroy: secs(self.destroy_timeout_secs),
+        };
+        settings.silence_warning = secs(self.silence_warning_secs);
+        settings.shutdown_grace = secs(self.shutdown_grace_secs);
         settings.state_key = self.state_key.filter(|k| !k.trim().is_empty());
         settings
     }

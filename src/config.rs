@@ -33,9 +33,40 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// On first start, give the admin the demo twin (sandbox provider, no cloud needed).
     pub create_demo: bool,
+    /// Runs that may work at once; more wait as `pending`, first come first served.
+    pub max_concurrent_runs: usize,
+    /// Longest each terraform command may take before the stop ladder ends it.
+    pub timeouts: Timeouts,
+    /// A `warning` event when terraform has printed nothing for this long.
+    pub silence_warning: Duration,
+    /// On SIGINT/SIGTERM, how long running terraform gets to stop gracefully.
+    pub shutdown_grace: Duration,
+    /// Stop gracefully on SIGINT/SIGTERM (the binary does; tests use the shutdown token).
+    pub handle_signals: bool,
     /// Key for state at rest (32 bytes, hex or base64); default `<data-dir>/state.key`,
     /// created on first start.
     pub state_key: Option<String>,
+}
+
+/// Time limits per terraform command. Generous by default: a hard limit that kills a long
+/// apply does more harm than a slow one.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub init: Duration,
+    pub plan: Duration,
+    pub apply: Duration,
+    pub destroy: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            init: Duration::from_secs(30 * 60),
+            plan: Duration::from_secs(2 * 3600),
+            apply: Duration::from_secs(12 * 3600),
+            destroy: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 impl Settings {
@@ -57,6 +88,11 @@ impl Settings {
             keep_alive: Duration::from_secs(15),
             create_demo: false,
             state_key: None,
+            handle_signals: false,
+            max_concurrent_runs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            timeouts: Timeouts::default(),
+            silence_warning: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(60),
         }
     }
 

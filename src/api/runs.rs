@@ -32,6 +32,8 @@ pub struct RunView {
     error: Option<String>,
     actor: String,
     events_url: String,
+    /// While pending: 1 when the run is next to get a slot.
+    queue_position: Option<usize>,
 }
 
 impl From<Run> for RunView {
@@ -53,6 +55,7 @@ impl From<Run> for RunView {
             actor: run.actor,
             job_id: run.id,
             events_url,
+            queue_position: None,
         }
     }
 }
@@ -62,6 +65,7 @@ impl From<RunError> for ApiError {
         match err {
             RunError::Store(err) => err.into(),
             RunError::Hub(err) => ApiError::internal(err),
+            RunError::ShuttingDown => ApiError::Unavailable(err.to_string()),
         }
     }
 }
@@ -174,7 +178,10 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let run = visible_run(&supervisor.store(), &principal, &path).await?;
-    Ok(HttpResponse::Ok().json(RunView::from(run)))
+    let queue_position = supervisor.queue_position(&run.id);
+    let mut view = RunView::from(run);
+    view.queue_position = queue_position;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 pub async fn list_for_twin(

@@ -68,6 +68,7 @@ text_enum!(
 text_enum!(
     /// The steps a run walks through; each is announced by a `stage` event.
     Stage {
+        Queued => "queued",
         Initializing => "initializing",
         Planning => "planning",
         Applying => "applying",
@@ -81,6 +82,7 @@ impl Stage {
     /// The label the dashboard shows.
     pub const fn label(self) -> &'static str {
         match self {
+            Stage::Queued => "Waiting for a free run slot...",
             Stage::Initializing => "Initializing...",
             Stage::Planning => "Planning...",
             Stage::Applying => "Applying...",
@@ -147,6 +149,9 @@ pub struct Run {
     pub error: Option<String>,
     pub message: Option<String>,
     pub outputs: Option<serde_json::Value>,
+    /// terraform's process group while it runs, to find it again after a crash.
+    pub process_group: Option<i32>,
+    pub workdir: Option<String>,
 }
 
 /// Which stream of terraform a line came from.
@@ -181,6 +186,10 @@ pub enum RunEvent {
     Warning {
         message: String,
     },
+    /// The run waits for a free slot; `position` 1 is next.
+    Queue {
+        position: usize,
+    },
     Done {
         outcome: Outcome,
         twin_status: DeploymentStatus,
@@ -197,6 +206,7 @@ impl RunEvent {
             RunEvent::Progress { .. } => "progress",
             RunEvent::Status { .. } => "status",
             RunEvent::Warning { .. } => "warning",
+            RunEvent::Queue { .. } => "queue",
             RunEvent::Done { .. } => "done",
         }
     }
@@ -219,6 +229,7 @@ impl RunEvent {
             }
             RunEvent::Status { twin_id, status } => json!({ "twin_id": twin_id, "status": status }),
             RunEvent::Warning { message } => json!({ "job_id": job_id, "message": message }),
+            RunEvent::Queue { position } => json!({ "job_id": job_id, "position": position }),
             RunEvent::Done {
                 outcome,
                 twin_status,

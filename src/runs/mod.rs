@@ -8,6 +8,6 @@ pub mod toolchain;
 mod workspace;
 
 pub use process::{decode_line, Exit, LineSink, ProcessSpec, RunningProcess, MAX_LINE_BYTES};
-pub use supervisor::{RunError, Supervisor, SupervisorParts};
+pub use supervisor::{RunError, Supervisor, SupervisorParts, INTERRUPTED_BY_RESTART};
 pub use toolchain::{Toolchain, ToolchainError};
 pub use workspace::{sandbox_dir, work_dir, ERRORED_STATE};

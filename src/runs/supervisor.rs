@@ -2,12 +2,17 @@
 //! stages on the runs runtime, and ends it with its outcome, final status and `done` event
 //! written together.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::process::{capture_stdout, Exit, LineSink, ProcessSpec, RunningProcess};
 use super::secrets::{Credentials, Masker};
@@ -21,6 +26,7 @@ use crate::domain::{
     DeploymentStatus, LogStream, Outcome, Run, RunEvent, RunId, RunKind, Stage, Twin, TwinId,
 };
 use crate::hub::{EventHub, HubError};
+use crate::metrics::Metrics;
 use crate::state::{mask_outputs, StateService, Writer};
 use crate::store::{
     run_blocking, LockChange, NewRun, OutputsChange, RunFinish, StatusMove, Store, StoreError,
@@ -32,7 +38,12 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Hub(#[from] HubError),
+    #[error("the gateway is shutting down and starts no new runs")]
+    ShuttingDown,
 }
+
+/// Why a run was found unfinished at start: the dashboard shows this.
+pub const INTERRUPTED_BY_RESTART: &str = "interrupted by a restart";
 
 /// Why a run stopped early.
 enum Stop {
@@ -69,24 +80,64 @@ pub struct SupervisorParts {
     pub grants: Arc<RunGrants>,
     pub runtime: Handle,
     pub credentials: Credentials,
-    /// How terraform reaches the gateway's state backend, e.g. `http://127.0.0.1:8080`.
-    pub backend_url: String,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Supervisor {
     parts: SupervisorParts,
     masker: Masker,
+    /// How terraform reaches the gateway's state backend (`http://127.0.0.1:<port>`); known
+    /// once the gateway listens, which is after interrupted runs are settled.
+    backend_url: OnceLock<String>,
     active: Mutex<HashMap<RunId, CancellationToken>>,
+    /// Free run slots; runs beyond the limit wait for one in arrival order.
+    slots: Arc<Semaphore>,
+    queue: Mutex<VecDeque<RunId>>,
+    accepting: AtomicBool,
+    tasks: TaskTracker,
 }
 
 impl Supervisor {
     pub fn new(parts: SupervisorParts) -> Arc<Self> {
         let masker = Masker::new(parts.credentials.secret_values());
+        let slots = Arc::new(Semaphore::new(parts.settings.max_concurrent_runs.max(1)));
         Arc::new(Self {
             parts,
             masker,
+            backend_url: OnceLock::new(),
             active: Mutex::default(),
+            slots,
+            queue: Mutex::default(),
+            accepting: AtomicBool::new(true),
+            tasks: TaskTracker::new(),
         })
+    }
+
+    /// Where runs reach the state backend; set once, when the gateway listens.
+    pub fn set_backend_url(&self, url: String) {
+        let _ = self.backend_url.set(url);
+    }
+
+    /// 1 for the next run to get a slot; `None` when the run is not waiting.
+    pub fn queue_position(&self, run_id: &RunId) -> Option<usize> {
+        let queue = self.queue.lock().ok()?;
+        queue.iter().position(|id| id == run_id).map(|i| i + 1)
+    }
+
+    pub fn active_runs(&self) -> usize {
+        self.active.lock().map_or(0, |active| active.len())
+    }
+
+    pub fn pending_runs(&self) -> usize {
+        self.queue.lock().map_or(0, |queue| queue.len())
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.parts.metrics
+    }
+
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
     }
 
     pub fn hub(&self) -> &Arc<EventHub> {
@@ -105,6 +156,9 @@ impl Supervisor {
         kind: RunKind,
         actor: &str,
     ) -> Result<Run, RunError> {
+        if !self.is_accepting() {
+            return Err(RunError::ShuttingDown);
+        }
         let run_id = RunId::generate();
         let change = StatusMove {
             to: kind.working_status(),
@@ -132,14 +186,75 @@ impl Supervisor {
         let published = self.parts.hub.publish(&run.id, &status);
         let this = Arc::clone(self);
         let started = run.clone();
-        self.parts.runtime.spawn(async move {
+        let task = async move {
             let result = match published {
-                Ok(_) => this.steps(&started, &twin, &stop).await,
                 Err(err) => Err(Stop::failed(format!("the event hub failed: {err}"))),
+                Ok(_) => match this.take_slot(&started.id, &stop).await {
+                    Some(_slot) => this.steps(&started, &twin, &stop).await,
+                    None => Err(Stop::Cancelled),
+                },
             };
             this.conclude(&started, result).await;
-        });
+        };
+        self.tasks.spawn_on(task, &self.parts.runtime);
         Ok(run)
+    }
+
+    /// Waits for a free run slot (as `pending`, its queue position streamed), then marks the
+    /// run processing. `None` if the run was cancelled while it waited.
+    async fn take_slot(
+        &self,
+        run_id: &RunId,
+        stop: &CancellationToken,
+    ) -> Option<OwnedSemaphorePermit> {
+        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if let Ok(mut queue) = self.queue.lock() {
+                    queue.push_back(run_id.clone());
+                }
+                self.publish(
+                    run_id,
+                    RunEvent::Stage {
+                        stage: Stage::Queued,
+                    },
+                );
+                if let Some(position) = self.queue_position(run_id) {
+                    self.publish(run_id, RunEvent::Queue { position });
+                }
+                let acquired = tokio::select! {
+                    permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
+                    () = stop.cancelled() => None,
+                };
+                self.leave_queue(run_id);
+                acquired?
+            }
+        };
+        let id = run_id.clone();
+        if let Err(err) = run_blocking(&self.parts.store, move |s| s.mark_run_processing(&id)).await
+        {
+            tracing::error!(%run_id, %err, "could not mark the run processing");
+        }
+        Some(permit)
+    }
+
+    /// Takes a run out of the queue and tells the runs still waiting their new positions.
+    fn leave_queue(&self, run_id: &RunId) {
+        let waiting: Vec<RunId> = match self.queue.lock() {
+            Ok(mut queue) => {
+                queue.retain(|id| id != run_id);
+                queue.iter().cloned().collect()
+            }
+            Err(_) => return,
+        };
+        for (index, id) in waiting.iter().enumerate() {
+            self.publish(
+                id,
+                RunEvent::Queue {
+                    position: index + 1,
+                },
+            );
+        }
     }
 
     /// Asks a run to stop: SIGINT to terraform, then SIGKILL after the grace period.
@@ -196,7 +311,11 @@ impl Supervisor {
             .map_err(|e| Stop::failed(e.to_string()))?;
         let toolchain =
             Toolchain::locate(&self.parts.settings).map_err(|e| Stop::failed(e.to_string()))?;
-        let state_url = format!("{}/twins/{}/tfstate", self.parts.backend_url, twin.id);
+        let backend_url = self
+            .backend_url
+            .get()
+            .map_or("http://127.0.0.1:8080", String::as_str);
+        let state_url = format!("{backend_url}/twins/{}/tfstate", twin.id);
         let backend_env: Vec<(OsString, OsString)> = [
             ("TF_HTTP_ADDRESS", state_url.clone()),
             ("TF_HTTP_LOCK_ADDRESS", format!("{state_url}/lock")),
@@ -378,14 +497,59 @@ impl Supervisor {
         if let Err(err) = recorded {
             tracing::warn!(%err, "could not record the terraform process group");
         }
+        // The stop ladder fires on cancel, on shutdown, or when the command's time is up.
+        let (limit, what) = self.time_limit(&spec.args);
+        let ladder = step.stop.child_token();
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let timer = tokio::spawn({
+            let (ladder, timed_out) = (ladder.clone(), Arc::clone(&timed_out));
+            async move {
+                tokio::time::sleep(limit).await;
+                timed_out.store(true, Ordering::SeqCst);
+                ladder.cancel();
+            }
+        });
+        let watchdog = tokio::spawn(watch_silence(
+            Arc::clone(step.sink),
+            self.parts.settings.silence_warning,
+        ));
         let exit = process
-            .wait(step.stop, self.parts.settings.cancel_grace)
-            .await
-            .map_err(|e| Stop::failed(e.to_string()))?;
+            .wait(&ladder, self.parts.settings.cancel_grace)
+            .await;
+        timer.abort();
+        watchdog.abort();
+        let exit = exit.map_err(|e| Stop::failed(e.to_string()))?;
+        if exit.interrupted && timed_out.load(Ordering::SeqCst) {
+            return Err(Stop::Failed {
+                error: format!(
+                    "terraform {what} timed out after {}; it was stopped{}",
+                    humanize(limit),
+                    if exit.killed {
+                        " (killed after the grace period)"
+                    } else {
+                        " gracefully"
+                    }
+                ),
+                exit_code: exit.code,
+            });
+        }
         if exit.interrupted {
             return Err(Stop::Cancelled);
         }
         Ok(exit)
+    }
+
+    /// The time limit of a command, by what it does.
+    fn time_limit(&self, args: &[String]) -> (Duration, String) {
+        let timeouts = &self.parts.settings.timeouts;
+        let what = args.first().map_or("command", String::as_str);
+        let limit = match what {
+            "init" => timeouts.init,
+            "apply" => timeouts.apply,
+            "destroy" => timeouts.destroy,
+            _ => timeouts.plan,
+        };
+        (limit, what.to_owned())
     }
 
     async fn capture(&self, step: &Step<'_>, args: &[&str]) -> Result<(Exit, Vec<u8>), Stop> {
@@ -393,9 +557,15 @@ impl Supervisor {
             return Err(Stop::Cancelled);
         }
         let sink: Arc<dyn LineSink> = step.sink.clone();
-        capture_stdout(&self.spec(step, args), sink)
-            .await
-            .map_err(|e| Stop::failed(e.to_string()))
+        let spec = self.spec(step, args);
+        let (limit, what) = self.time_limit(&spec.args);
+        match tokio::time::timeout(limit, capture_stdout(&spec, sink)).await {
+            Ok(result) => result.map_err(|e| Stop::failed(e.to_string())),
+            Err(_) => Err(Stop::failed(format!(
+                "terraform {what} timed out after {}",
+                humanize(limit)
+            ))),
+        }
     }
 
     /// Ends a run that ran here: recovers any state terraform could not save, lets go of its
@@ -530,6 +700,11 @@ impl Supervisor {
         if let Err(err) = self.parts.hub.finish(&last, finish).await {
             tracing::error!(run_id = %run.id, %err, "could not record the end of the run");
         }
+        self.parts
+            .metrics
+            .runs
+            .with_label_values(&[run.kind.as_str(), outcome.as_str()])
+            .inc();
         tracing::info!(run_id = %run.id, kind = %run.kind, %outcome, "run ended");
     }
 
@@ -548,6 +723,52 @@ impl Supervisor {
         };
         self.record_end(run, ending).await;
         Ok(())
+    }
+
+    /// Graceful stop: no new runs; every run (pending or working) is asked to stop (one
+    /// SIGINT, then the kill after the grace period) and its outcome stored, which sends its
+    /// streams their `done`. Waits at most `limit` for that; then flushes the event writer.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.accepting.store(false, Ordering::SeqCst);
+        let tokens: Vec<CancellationToken> = self
+            .active
+            .lock()
+            .map(|a| a.values().cloned().collect())
+            .unwrap_or_default();
+        if !tokens.is_empty() {
+            tracing::info!(runs = tokens.len(), "stopping runs for shutdown");
+        }
+        for token in tokens {
+            token.cancel();
+        }
+        self.tasks.close();
+        if tokio::time::timeout(limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "runs did not stop within the shutdown grace; the next start settles them"
+            );
+        }
+        if let Err(err) = self.parts.hub.flush().await {
+            tracing::error!(%err, "could not flush the event writer");
+        }
+    }
+
+    /// At start, before serving: every run a previous life left pending or processing is
+    /// settled. A terraform still alive is stopped gracefully (SIGINT to its group, then the
+    /// kill), what it left (errored.tfstate, a state lock) is collected, and the run ends
+    /// failed, "interrupted by a restart", with its twin unlocked and its stream ended.
+    pub async fn settle_interrupted_runs(&self) -> Result<usize, RunError> {
+        let runs = run_blocking(&self.parts.store, |s| s.unfinished_runs()).await?;
+        for run in &runs {
+            if let Some(pgid) = run.process_group {
+                stop_leftover_process(pgid, &run.id, self.parts.settings.cancel_grace).await;
+            }
+            tracing::warn!(run_id = %run.id, twin_id = %run.twin_id, "settling a run interrupted by a restart");
+            self.settle_dead_run(run, INTERRUPTED_BY_RESTART).await?;
+        }
+        Ok(runs.len())
     }
 
     /// Brings a twin's status in line with reality: clears a lock whose run is not alive, then
@@ -651,10 +872,20 @@ struct RunSink {
     state: Mutex<SinkState>,
 }
 
-#[derive(Default)]
 struct SinkState {
     progress: Progress,
     last_error: Option<String>,
+    last_output: Instant,
+}
+
+impl Default for SinkState {
+    fn default() -> Self {
+        Self {
+            progress: Progress::default(),
+            last_error: None,
+            last_output: Instant::now(),
+        }
+    }
 }
 
 impl RunSink {
@@ -698,6 +929,9 @@ impl RunSink {
 
 impl LineSink for RunSink {
     fn line(&self, stream: LogStream, line: String, ts: String) {
+        if let Ok(mut state) = self.state.lock() {
+            state.last_output = Instant::now();
+        }
         let line = self.masker.mask(line);
         let mut progress = None;
         let text = match tfjson::parse(&line) {
@@ -728,4 +962,66 @@ impl LineSink for RunSink {
             self.publish(&progress);
         }
     }
+}
+
+/// Warns (once per silence) when terraform has printed nothing for `threshold`: a hung
+/// provider or a prompt nobody can answer looks exactly like a slow apply otherwise.
+async fn watch_silence(sink: Arc<RunSink>, threshold: Duration) {
+    let check = (threshold / 4).max(Duration::from_secs(1));
+    let mut warned_at = None;
+    loop {
+        tokio::time::sleep(check).await;
+        let Some(last) = sink.state.lock().ok().map(|s| s.last_output) else {
+            return;
+        };
+        if last.elapsed() >= threshold && warned_at != Some(last) {
+            warned_at = Some(last);
+            sink.publish(&RunEvent::Warning {
+                message: format!(
+                    "terraform has printed nothing for {}",
+                    humanize(last.elapsed())
+                ),
+            });
+        }
+    }
+}
+
+/// `90 s`, `12 min`, `3 h`: durations as people read them.
+fn humanize(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        _ => format!("{} h", secs / 3600),
+    }
+}
+
+/// Stops a terraform left running by a previous life of the gateway: one SIGINT to its group,
+/// then SIGKILL after `grace`. Only a group whose leader carries this run's id in its
+/// environment is touched (the pid may have been reused).
+async fn stop_leftover_process(pgid: i32, run_id: &RunId, grace: Duration) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let group = Pid::from_raw(pgid);
+    let marker = format!("TERRASTREAM_RUN_ID={run_id}");
+    let ours = std::fs::read(format!("/proc/{pgid}/environ")).is_ok_and(|env| {
+        env.split(|b| *b == 0)
+            .any(|entry| entry == marker.as_bytes())
+    });
+    if !ours {
+        return;
+    }
+    tracing::warn!(%run_id, pgid, "terraform from before the restart is still running; interrupting it");
+    if killpg(group, Signal::SIGINT).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if killpg(group, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(%run_id, pgid, "terraform did not stop within the grace period; killing it");
+    let _ = killpg(group, Signal::SIGKILL);
 }

@@ -203,6 +203,10 @@ pub trait Store: Send + Sync + 'static {
     fn get_run(&self, id: &RunId) -> StoreResult<Option<Run>>;
     /// A twin's runs, newest first.
     fn list_runs(&self, twin_id: &TwinId) -> StoreResult<Vec<Run>>;
+    /// The run got a slot: pending -> processing, with its start time.
+    fn mark_run_processing(&self, id: &RunId) -> StoreResult<()>;
+    /// Runs recorded as pending or processing, oldest first (after a crash: to settle).
+    fn unfinished_runs(&self) -> StoreResult<Vec<Run>>;
     /// Remembers where a run's terraform lives, so it can be found again after a crash.
     fn record_run_process(
         &self,

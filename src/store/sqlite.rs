@@ -524,8 +524,8 @@ impl Store for SqliteStore {
         let twin = apply_move(&tx, &run.twin_id, &change, Some(&run.id))?;
         let now = clock::now();
         tx.execute(
-            "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, start_time)
-             VALUES (?1, ?2, ?3, 'processing', ?4, ?5, ?5)",
+            "INSERT INTO runs (id, twin_id, kind, status, actor, created_at)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
             params![
                 run.id.as_str(),
                 run.twin_id.as_str(),
@@ -551,6 +551,28 @@ impl Store for SqliteStore {
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params![twin_id.as_str()])?;
+        let mut runs = Vec::new();
+        while let Some(row) = rows.next()? {
+            runs.push(run_from_row(row)?);
+        }
+        Ok(runs)
+    }
+
+    fn mark_run_processing(&self, id: &RunId) -> StoreResult<()> {
+        self.conn()?.execute(
+            "UPDATE runs SET status = 'processing', start_time = ?2 WHERE id = ?1 AND status = 'pending'",
+            params![id.as_str(), clock::now()],
+        )?;
+        Ok(())
+    }
+
+    fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('pending', 'processing') ORDER BY created_at"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([])?;
         let mut runs = Vec::new();
         while let Some(row) = rows.next()? {
             runs.push(run_from_row(row)?);
@@ -843,7 +865,7 @@ fn apply_move(
 
 const RUN_COLUMNS: &str =
     "id, twin_id, kind, status, stage, progress, actor, created_at, start_time, \
-     end_time, exit_code, error, message, outputs";
+     end_time, exit_code, error, message, outputs, process_group, workdir";
 
 fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
     let outputs: Option<String> = row.get("outputs")?;
@@ -865,6 +887,8 @@ fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
         outputs: outputs
             .map(|text| serde_json::from_str(&text).map_err(corrupt))
             .transpose()?,
+        process_group: row.get("process_group")?,
+        workdir: row.get("workdir")?,
     })
 }
 
