@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod hub;
+pub mod metrics;
 pub mod runs;
 pub mod state;
 pub mod store;

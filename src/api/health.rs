@@ -1,11 +1,57 @@
+//! Probes and metrics: no credentials needed, nothing secret in them.
+
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::error::ApiError;
+use crate::metrics::Metrics;
+use crate::runs::Supervisor;
 use crate::store::{run_blocking, Store};
 
 /// `GET /healthz`: the process answers and its database is reachable.
 pub async fn healthz(store: web::Data<dyn Store>) -> Result<HttpResponse, ApiError> {
     run_blocking(&store.into_inner(), |s| s.ping()).await?;
     Ok(HttpResponse::Ok().json(json!({ "status": "ok" })))
+}
+
+/// `GET /readyz`: ready to take runs: the database answers, the event writer is storing,
+/// and the gateway is not shutting down. 503 with the reasons otherwise.
+pub async fn readyz(
+    store: web::Data<dyn Store>,
+    supervisor: web::Data<Supervisor>,
+) -> HttpResponse {
+    let mut problems = Vec::new();
+    if let Err(err) = run_blocking(&store.into_inner(), |s| s.ping()).await {
+        problems.push(format!("database: {err}"));
+    }
+    if !supervisor.hub().is_healthy() {
+        problems.push("event store: writes are failing (disk full?); retrying".to_owned());
+    }
+    if !supervisor.is_accepting() {
+        problems.push("shutting down".to_owned());
+    }
+    if problems.is_empty() {
+        HttpResponse::Ok().json(json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "not_ready", "problems": problems }))
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(
+    metrics: web::Data<Metrics>,
+    supervisor: web::Data<Supervisor>,
+) -> HttpResponse {
+    let active = supervisor.active_runs();
+    let pending = supervisor.pending_runs();
+    metrics
+        .runs_active
+        .set(i64::try_from(active).unwrap_or(i64::MAX));
+    metrics
+        .runs_pending
+        .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render())
 }

@@ -24,6 +24,8 @@ fn backend_method(name: &'static str) -> Method {
 /// Every route the gateway serves.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/auth")
                 .route("/login", web::post().to(auth::login))

@@ -8,6 +8,7 @@ use actix_web_lab::sse::{self, Sse};
 use futures_util::stream;
 
 use crate::hub::Subscription;
+use crate::metrics::{Metrics, StreamGuard};
 use crate::store::StoredEvent;
 
 /// How long browsers wait before reconnecting.
@@ -27,19 +28,30 @@ pub fn event_stream(
     keep_alive: Duration,
     req: &actix_web::HttpRequest,
 ) -> HttpResponse {
-    let events = stream::unfold(subscription, |mut subscription| async move {
-        match subscription.next().await {
-            Ok(Some(event)) => Some((
-                Ok::<_, std::convert::Infallible>(to_sse(&event)),
-                subscription,
-            )),
-            Ok(None) => None,
-            Err(err) => {
-                tracing::error!(%err, "reading stored events failed; ending the stream");
-                None
+    let guard = req
+        .app_data::<actix_web::web::Data<Metrics>>()
+        .map(|m| StreamGuard::new(m.clone().into_inner()));
+    let events = stream::unfold(
+        (subscription, guard),
+        |(mut subscription, guard)| async move {
+            match subscription.next().await {
+                Ok(Some(event)) => {
+                    if let Some(guard) = &guard {
+                        guard.sent();
+                    }
+                    Some((
+                        Ok::<_, std::convert::Infallible>(to_sse(&event)),
+                        (subscription, guard),
+                    ))
+                }
+                Ok(None) => None,
+                Err(err) => {
+                    tracing::error!(%err, "reading stored events failed; ending the stream");
+                    None
+                }
             }
-        }
-    });
+        },
+    );
     let mut response = Sse::from_stream(events)
         .with_keep_alive(keep_alive)
         .with_retry_duration(RETRY)

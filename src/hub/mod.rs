@@ -7,19 +7,22 @@ mod subscription;
 mod writer;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
 
 pub use subscription::Subscription;
 use writer::WriterCommand;
 
 use crate::domain::{RunEvent, RunId};
+use crate::metrics::Metrics;
 use crate::store::{RunFinish, Store, StoreError, StoredEvent};
 
 /// Live events kept per run for subscribers that are slightly behind; one further behind
 /// reads the store instead.
-const LIVE_BUFFER: usize = 1024;
+const LIVE_BUFFER: usize = 4096;
 
 struct RunChannel {
     /// The last sequence number given out. Held while an event is queued, so the writer
@@ -30,6 +33,9 @@ struct RunChannel {
 
 pub struct EventHub {
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    /// The writer could not store its last batch and is retrying.
+    store_failing: AtomicBool,
     runs: Mutex<HashMap<RunId, Arc<RunChannel>>>,
     writer: mpsc::UnboundedSender<WriterCommand>,
 }
@@ -46,10 +52,16 @@ pub enum HubError {
 
 impl EventHub {
     /// Creates the hub and its writer task; the task ends when the hub is dropped.
-    pub fn start(store: Arc<dyn Store>, runtime: &tokio::runtime::Handle) -> Arc<Self> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Arc<Self> {
         let (writer, commands) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
             store: Arc::clone(&store),
+            metrics,
+            store_failing: AtomicBool::new(false),
             runs: Mutex::default(),
             writer,
         });
@@ -89,7 +101,7 @@ impl EventHub {
             .map_err(|_| HubError::WriterStopped)?;
         let stored = stored_event(run_id, *last + 1, event);
         self.writer
-            .send(WriterCommand::Event(stored))
+            .send(WriterCommand::Event(stored, Instant::now()))
             .map_err(|_| HubError::WriterStopped)?;
         *last += 1;
         Ok(*last)
@@ -146,8 +158,19 @@ impl EventHub {
         done.await.map_err(|_| HubError::WriterStopped)
     }
 
+    /// Is the writer running and storing (for readiness)?
+    pub fn is_healthy(&self) -> bool {
+        !self.writer.is_closed() && !self.store_failing.load(Ordering::SeqCst)
+    }
+
     /// Called by the writer after events are stored: send them to live subscribers.
-    fn fan_out(&self, event: Arc<StoredEvent>) {
+    fn fan_out(&self, event: Arc<StoredEvent>, published: Option<Instant>) {
+        self.metrics.events_stored.inc();
+        if let Some(published) = published {
+            self.metrics
+                .event_lag
+                .observe(published.elapsed().as_secs_f64());
+        }
         let Some(channel) = self.channel(&event.run_id) else {
             return;
         };

@@ -1,18 +1,26 @@
 //! The one writer: drains the queue in batches (many events per transaction), stores them,
-//! then hands them to the hub for fan-out.
+//! then hands them to the hub for fan-out. While the store fails (disk full, database busy
+//! for long) it retries with backoff and reports itself unhealthy; nothing is dropped and
+//! terraform's pipes keep draining into the queue.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::EventHub;
 use crate::store::{run_blocking, RunFinish, Store, StoreError, StoredEvent};
 
-const MAX_BATCH: usize = 2048;
+/// At most this many events per transaction; well under the live buffer, so one batch never
+/// pushes a live reader out of it.
+const MAX_BATCH: usize = 512;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(super) enum WriterCommand {
-    Event(StoredEvent),
+    /// An event and when it was published.
+    Event(StoredEvent, Instant),
     Finish {
         events: Vec<StoredEvent>,
         finish: Box<RunFinish>,
@@ -21,6 +29,8 @@ pub(super) enum WriterCommand {
     Flush(oneshot::Sender<()>),
 }
 
+type Timed = (StoredEvent, Option<Instant>);
+
 pub(super) async fn run(
     store: Arc<dyn Store>,
     mut commands: mpsc::UnboundedReceiver<WriterCommand>,
@@ -28,11 +38,11 @@ pub(super) async fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut events = Vec::new();
+        let mut events: Vec<Timed> = Vec::new();
         let mut flushes = Vec::new();
         for command in batch.drain(..) {
             match command {
-                WriterCommand::Event(event) => events.push(event),
+                WriterCommand::Event(event, published) => events.push((event, Some(published))),
                 WriterCommand::Flush(reply) => flushes.push(reply),
                 WriterCommand::Finish {
                     events: last,
@@ -40,72 +50,66 @@ pub(super) async fn run(
                     reply,
                 } => {
                     let mut stored = std::mem::take(&mut events);
-                    stored.extend(last);
-                    let result = write_finish(&store, stored, *finish, &hub).await;
+                    stored.extend(last.into_iter().map(|event| (event, None)));
+                    let result = write(&store, stored, Some(*finish), &hub).await;
                     let _ = reply.send(result);
                 }
             }
         }
-        write(&store, events, &hub).await;
+        if !events.is_empty() {
+            // Without a finish nothing can conflict, so this only returns once stored.
+            let _ = write(&store, events, None, &hub).await;
+        }
         for reply in flushes {
             let _ = reply.send(());
         }
     }
 }
 
-/// Stores events, retrying while the database is busy or failing, then fans them out.
-async fn write(store: &Arc<dyn Store>, events: Vec<StoredEvent>, hub: &Weak<EventHub>) {
-    if events.is_empty() {
-        return;
-    }
-    let events = Arc::new(events);
+/// Stores events (and a run's end), retrying with backoff while the store fails, then fans
+/// them out. A conflict on the twin's move (an admin moved the twin under the run) still ends
+/// the run and its stream, without the move.
+async fn write(
+    store: &Arc<dyn Store>,
+    events: Vec<Timed>,
+    mut finish: Option<RunFinish>,
+    hub: &Weak<EventHub>,
+) -> Result<(), StoreError> {
+    let rows: Arc<Vec<StoredEvent>> =
+        Arc::new(events.iter().map(|(event, _)| event.clone()).collect());
     let mut delay = Duration::from_millis(50);
     loop {
-        let batch = Arc::clone(&events);
-        match run_blocking(store, move |s| s.append_events(&batch, None)).await {
+        let (batch, attempt) = (Arc::clone(&rows), finish.clone());
+        match run_blocking(store, move |s| s.append_events(&batch, attempt.as_ref())).await {
             Ok(()) => break,
+            Err(StoreError::Conflict(conflict))
+                if finish.as_ref().is_some_and(|f| f.twin_move.is_some()) =>
+            {
+                if let Some(finish) = finish.as_mut() {
+                    tracing::error!(run_id = %finish.run_id, %conflict, "run ended but the twin could not move");
+                    finish.twin_move = None;
+                }
+            }
+            Err(err @ StoreError::Conflict(_)) => return Err(err),
             Err(err) => {
-                tracing::error!(error = %err, count = events.len(), "storing run events failed; retrying");
+                set_failing(hub, true);
+                tracing::error!(error = %err, count = rows.len(), "storing run events failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).min(MAX_BACKOFF);
             }
         }
     }
-    send(hub, Arc::unwrap_or_clone(events));
-}
-
-/// Stores a run's last events (ending with `done`) together with its outcome.
-async fn write_finish(
-    store: &Arc<dyn Store>,
-    events: Vec<StoredEvent>,
-    finish: RunFinish,
-    hub: &Weak<EventHub>,
-) -> Result<(), StoreError> {
-    let events = Arc::new(events);
-    let batch = Arc::clone(&events);
-    let attempt = finish.clone();
-    let result = match run_blocking(store, move |s| s.append_events(&batch, Some(&attempt))).await {
-        Err(StoreError::Conflict(conflict)) => {
-            // The twin was moved under the run (an admin repair): still end the run and its
-            // stream, and say why the twin did not move.
-            tracing::error!(run_id = %finish.run_id, %conflict, "run ended but the twin could not move");
-            let mut without_move = finish;
-            without_move.twin_move = None;
-            let batch = Arc::clone(&events);
-            run_blocking(store, move |s| s.append_events(&batch, Some(&without_move))).await
-        }
-        other => other,
-    };
-    if result.is_ok() {
-        send(hub, Arc::unwrap_or_clone(events));
-    }
-    result
-}
-
-fn send(hub: &Weak<EventHub>, events: Vec<StoredEvent>) {
+    set_failing(hub, false);
     if let Some(hub) = hub.upgrade() {
-        for event in events {
-            hub.fan_out(Arc::new(event));
+        for (event, published) in events {
+            hub.fan_out(Arc::new(event), published);
         }
+    }
+    Ok(())
+}
+
+fn set_failing(hub: &Weak<EventHub>, failing: bool) {
+    if let Some(hub) = hub.upgrade() {
+        hub.store_failing.store(failing, Ordering::SeqCst);
     }
 }
