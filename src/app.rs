@@ -1,29 +1,41 @@
-//! Startup: open the store, make sure an admin token exists, bind, and serve.
+//! Startup and shutdown. Build: open the store and state, settle runs a previous life left
+//! unfinished, then bind and serve. Stop (SIGINT/SIGTERM, or the shutdown token): no new
+//! runs, running terraform interrupted gracefully and its outcome stored, streams ended with
+//! their final event, the event writer flushed.
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_cors::Cors;
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{body::MessageBody, web, App, HttpServer};
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::api::{self, auth::Authenticator, error};
-use crate::auth;
-use crate::auth::RunGrants;
+use crate::auth::{self, RunGrants};
 use crate::config::Settings;
 use crate::hub::EventHub;
+use crate::metrics::Metrics;
 use crate::runs::secrets::Credentials;
 use crate::runs::{Supervisor, SupervisorParts, Toolchain};
 use crate::state::{StateCipher, StateService};
 use crate::store::{SqliteStore, Store};
+
+/// How long open connections get to finish once the server stops.
+const CONNECTION_DRAIN_SECS: u64 = 5;
 
 /// A built gateway, bound to its port and ready to serve.
 pub struct Application {
     port: u16,
     server: Server,
     new_admin_token: Option<String>,
+    supervisor: Arc<Supervisor>,
+    settings: Settings,
+    shutdown: CancellationToken,
     runs_runtime: RunsRuntime,
 }
 
@@ -74,10 +86,6 @@ impl Application {
             tracing::info!(twin_id = %twin.id, "created the demo twin; deploy it from the dashboard or POST /twins/{}/deploy", twin.id);
         }
 
-        let listener = TcpListener::bind(&settings.bind)
-            .with_context(|| format!("cannot listen on {}", settings.bind))?;
-        let port = listener.local_addr()?.port();
-
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("terrastream-runs")
@@ -87,9 +95,10 @@ impl Application {
         let credentials = Credentials::load(settings.credentials_file.as_deref())
             .context("cannot read the credentials file")?;
         warn_if_no_terraform(&settings);
+        let metrics = Metrics::new().context("cannot register metrics")?;
         let grants = Arc::new(RunGrants::default());
-        let hub = EventHub::start(Arc::clone(&store), runtime.handle());
-        let supervisor = web::Data::from(Supervisor::new(SupervisorParts {
+        let hub = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), runtime.handle());
+        let supervisor = Supervisor::new(SupervisorParts {
             settings: settings.clone(),
             store: Arc::clone(&store),
             hub,
@@ -97,28 +106,48 @@ impl Application {
             grants: Arc::clone(&grants),
             runtime: runtime.handle().clone(),
             credentials,
-            backend_url: format!("http://127.0.0.1:{port}"),
-        }));
-        let state_data = web::Data::from(state);
-        let settings_data = web::Data::new(settings.clone());
+            metrics: Arc::clone(&metrics),
+        });
 
+        // Before listening, so a terraform left from a previous life finds the backend
+        // closed (its state save fails fast into errored.tfstate, which is recovered) rather
+        // than a socket nobody answers.
+        let settling = Arc::clone(&supervisor);
+        let settled = std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(settling.settle_interrupted_runs()))
+                .join()
+        })
+        .map_err(|_| anyhow::anyhow!("settling interrupted runs panicked"))??;
+        if settled > 0 {
+            tracing::warn!(runs = settled, "settled runs interrupted by a restart");
+        }
+
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        supervisor.set_backend_url(format!("http://127.0.0.1:{port}"));
+
+        let supervisor_data = web::Data::from(Arc::clone(&supervisor));
+        let state_data = web::Data::from(state);
+        let metrics_data = web::Data::from(metrics);
+        let settings_data = web::Data::new(settings.clone());
         let store_data: web::Data<dyn Store> = web::Data::from(Arc::clone(&store));
-        let authenticator = web::Data::new(Authenticator::new(
-            Arc::clone(&store),
-            Arc::clone(&grants),
-            &settings,
-        ));
+        let authenticator =
+            web::Data::new(Authenticator::new(Arc::clone(&store), grants, &settings));
         let max_body = settings.max_body_bytes;
         let cors_origins = settings.cors_origins.clone();
 
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(record_latency))
                 .wrap(cors(&cors_origins))
                 .wrap(TracingLogger::default())
                 .app_data(store_data.clone())
                 .app_data(authenticator.clone())
-                .app_data(supervisor.clone())
+                .app_data(supervisor_data.clone())
                 .app_data(state_data.clone())
+                .app_data(metrics_data.clone())
                 .app_data(settings_data.clone())
                 .app_data(
                     web::JsonConfig::default()
@@ -131,6 +160,8 @@ impl Application {
                 .configure(api::routes)
                 .default_service(web::to(error::no_route))
         })
+        .disable_signals()
+        .shutdown_timeout(CONNECTION_DRAIN_SECS)
         .listen(listener)?
         .run();
 
@@ -138,6 +169,9 @@ impl Application {
             port,
             server,
             new_admin_token,
+            supervisor,
+            settings,
+            shutdown: CancellationToken::new(),
             runs_runtime: RunsRuntime(Some(runtime)),
         })
     }
@@ -151,16 +185,100 @@ impl Application {
         self.new_admin_token.as_deref()
     }
 
+    /// Cancelling this token stops the gateway gracefully, as SIGTERM does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until stopped by SIGINT/SIGTERM (when `handle_signals`) or the shutdown token,
+    /// then stops gracefully. A second signal exits at once; the next start repairs.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
             server,
+            supervisor,
+            settings,
+            shutdown,
             runs_runtime,
             ..
         } = self;
-        let result = server.await;
+        let handle = server.handle();
+        // The server future processes its own stop command: keep it polled on its own task.
+        let mut server = tokio::spawn(server);
+        tokio::select! {
+            result = &mut server => return result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            () = stop_requested(&shutdown, settings.handle_signals) => {}
+        }
+        tracing::info!("shutting down: no new runs; stopping running terraform gracefully");
+        if settings.handle_signals {
+            tokio::spawn(async {
+                if stop_signal().await.is_ok() {
+                    tracing::warn!(
+                        "second signal: exiting at once; the next start settles what was running"
+                    );
+                    std::process::exit(130);
+                }
+            });
+        }
+        let limit = settings.shutdown_grace.max(settings.cancel_grace) + Duration::from_secs(5);
+        supervisor.shutdown(limit).await;
+        handle.stop(true).await;
+        let result = server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         drop(runs_runtime);
+        tracing::info!("stopped");
         result
     }
+}
+
+async fn stop_requested(token: &CancellationToken, handle_signals: bool) {
+    if !handle_signals {
+        return token.cancelled().await;
+    }
+    tokio::select! {
+        () = token.cancelled() => {}
+        result = stop_signal() => {
+            if let Err(err) = result {
+                tracing::error!(%err, "cannot listen for signals; stop with the shutdown token only");
+                token.cancelled().await;
+            }
+        }
+    }
+}
+
+/// The next SIGINT or SIGTERM.
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// Request latency by method, route pattern and status (streams: until their headers).
+async fn record_latency(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let response = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        let status = response.status().as_u16().to_string();
+        metrics
+            .requests
+            .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
 }
 
 /// A missing terraform is not fatal at start (twins can still be edited), but say so now.
