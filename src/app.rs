@@ -41,11 +41,24 @@ pub struct Application {
 
 /// Runs and the event writer live on their own threads, so however busy the HTTP workers
 /// are with streams, terraform's pipes are drained.
-struct RunsRuntime(Option<tokio::runtime::Runtime>);
+struct RunsRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl RunsRuntime {
+    fn new(runtime: tokio::runtime::Runtime) -> Self {
+        let handle = runtime.handle().clone();
+        Self {
+            runtime: Some(runtime),
+            handle,
+        }
+    }
+}
 
 impl Drop for RunsRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             // Dropping a runtime inside async code panics; this never blocks.
             runtime.shutdown_background();
         }
@@ -86,25 +99,29 @@ impl Application {
             tracing::info!(twin_id = %twin.id, "created the demo twin; deploy it from the dashboard or POST /twins/{}/deploy", twin.id);
         }
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("terrastream-runs")
-            .enable_all()
-            .build()
-            .context("cannot start the runs runtime")?;
+        // Guarded at once: any early return below must not drop a runtime inside async code.
+        let runs_runtime = RunsRuntime::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("terrastream-runs")
+                .enable_all()
+                .build()
+                .context("cannot start the runs runtime")?,
+        );
+        let runtime = runs_runtime.handle.clone();
         let credentials = Credentials::load(settings.credentials_file.as_deref())
             .context("cannot read the credentials file")?;
         warn_if_no_terraform(&settings);
         let metrics = Metrics::new().context("cannot register metrics")?;
         let grants = Arc::new(RunGrants::default());
-        let hub = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), runtime.handle());
+        let hub = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), &runtime);
         let supervisor = Supervisor::new(SupervisorParts {
             settings: settings.clone(),
             store: Arc::clone(&store),
             hub,
             state: Arc::clone(&state),
             grants: Arc::clone(&grants),
-            runtime: runtime.handle().clone(),
+            runtime: runtime.clone(),
             credentials,
             metrics: Arc::clone(&metrics),
         });
@@ -172,7 +189,7 @@ impl Application {
             supervisor,
             settings,
             shutdown: CancellationToken::new(),
-            runs_runtime: RunsRuntime(Some(runtime)),
+            runs_runtime,
         })
     }
 

@@ -50,6 +50,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/{id}/deploy", web::post().to(runs::deploy))
                 .route("/{id}/destroy", web::post().to(runs::destroy))
                 .route("/{id}/cancel", web::post().to(runs::cancel))
+                .route("/{id}/plan", web::post().to(runs::plan))
+                .route("/{id}/validate", web::post().to(runs::validate))
                 .route("/{id}/runs", web::get().to(runs::list_for_twin))
                 .route("/{id}/state", web::get().to(state::state_view))
                 .route("/{id}/state/versions", web::get().to(state::versions))

@@ -46,7 +46,7 @@ impl From<Run> for RunView {
             progress: run.progress,
             stage: run.stage,
             stage_label: run.stage.map(|s| s.label()),
-            result: json!({ "message": run.message, "outputs": run.outputs }),
+            result: run_result(run.message, run.outputs, run.result),
             start_time: run.start_time,
             end_time: run.end_time,
             created_at: run.created_at,
@@ -78,6 +78,48 @@ pub async fn deploy(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     start(req, supervisor, settings, principal, &path, RunKind::Deploy).await
+}
+
+/// `POST /twins/{id}/plan`: a plan preview, streamed like a deploy; it neither moves nor
+/// locks the twin. Its result lists every resource change; the plan is kept, and the next
+/// deploy applies exactly it while the configuration and state are unchanged.
+pub async fn plan(
+    req: HttpRequest,
+    supervisor: web::Data<Supervisor>,
+    settings: web::Data<Settings>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    start(req, supervisor, settings, principal, &path, RunKind::Plan).await
+}
+
+/// `POST /twins/{id}/validate`: `{"valid", "errors", "warnings"}` from `terraform validate`.
+pub async fn validate(
+    supervisor: web::Data<Supervisor>,
+    settings: web::Data<Settings>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let validation = crate::runs::validate::validate(&settings, &twin)
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("cannot validate: {err}")))?;
+    Ok(HttpResponse::Ok().json(validation))
+}
+
+/// The contract's `result` (`message`, `outputs`) plus what a plan or drift check found.
+fn run_result(
+    message: Option<String>,
+    outputs: Option<serde_json::Value>,
+    found: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut result = json!({ "message": message, "outputs": outputs });
+    if let Some(serde_json::Value::Object(found)) = found {
+        for (key, value) in found {
+            result[key] = value;
+        }
+    }
+    result
 }
 
 pub async fn destroy(

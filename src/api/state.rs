@@ -10,7 +10,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::twins::visible_twin;
 use crate::auth::RunGrant;
-use crate::domain::{DeploymentStatus, Principal, Twin};
+use crate::domain::{DeploymentStatus, Principal, Run, RunKind, Twin};
 use crate::runs::Supervisor;
 use crate::state::{mask_outputs, mask_state, Pushed, StateError, StateService, Writer};
 use crate::store::{Conflict, StateVersion};
@@ -324,10 +324,28 @@ pub async fn force_unlock(
 
 /// What the dashboard needs to draw a twin's infrastructure and its buttons, from the store
 /// alone (no terraform is spawned).
-pub fn infrastructure_status(twin: &Twin, current: Option<&StateVersion>) -> serde_json::Value {
+pub fn infrastructure_status(
+    twin: &Twin,
+    current: Option<&StateVersion>,
+    drift: Option<&Run>,
+) -> serde_json::Value {
     let allowed = |to: DeploymentStatus| {
         !twin.is_locked && !twin.is_deleted() && twin.deployment_status.can_move_to(to)
     };
+    let drift = drift.map(|run| {
+        let drifted = run
+            .result
+            .as_ref()
+            .map(|r| r["drifted"].clone())
+            .unwrap_or(json!([]));
+        json!({
+            "job_id": run.id,
+            "checked_at": run.end_time,
+            "outcome": run.status,
+            "drifted_count": drifted.as_array().map_or(0, Vec::len),
+            "drifted": drifted,
+        })
+    });
     json!({
         "twin_id": twin.id,
         "db_status": twin.deployment_status,
@@ -341,7 +359,29 @@ pub fn infrastructure_status(twin: &Twin, current: Option<&StateVersion>) -> ser
         "state_version": current.map(|v| v.version),
         "state_serial": current.map(|v| v.serial),
         "state_written_at": current.map(|v| v.created_at.clone()),
+        "drift": drift,
     })
+}
+
+/// The infrastructure status from the store: the twin, its current state, its last drift
+/// check. No terraform is spawned.
+async fn status_of(
+    store: &Arc<dyn crate::store::Store>,
+    twin: &Twin,
+) -> Result<serde_json::Value, ApiError> {
+    let twin_id = twin.id.clone();
+    let (current, drift) = crate::store::run_blocking(store, move |s| {
+        Ok((
+            s.current_state(&twin_id)?,
+            s.latest_finished_run(&twin_id, RunKind::Drift)?,
+        ))
+    })
+    .await?;
+    Ok(infrastructure_status(
+        twin,
+        current.as_ref(),
+        drift.as_ref(),
+    ))
 }
 
 pub async fn infrastructure(
@@ -351,13 +391,12 @@ pub async fn infrastructure(
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
     let twin = visible_twin(&store, &principal, &path).await?;
-    let twin_id = twin.id.clone();
-    let current = crate::store::run_blocking(&store, move |s| s.current_state(&twin_id)).await?;
-    Ok(HttpResponse::Ok().json(infrastructure_status(&twin, current.as_ref())))
+    Ok(HttpResponse::Ok().json(status_of(&store, &twin).await?))
 }
 
-/// `POST /twins/{id}/refresh`: brings the twin's status in line with its stored state and
-/// clears a lock whose run is no longer alive; says what it changed and why.
+/// `POST /twins/{id}/refresh`: brings the twin's status in line with its stored state, clears
+/// a lock whose run is no longer alive, and, for a deployed twin, starts a drift check (a
+/// streamed run whose findings show in infrastructure-status); says what it changed and why.
 pub async fn refresh(
     supervisor: web::Data<Supervisor>,
     principal: Principal,
@@ -370,13 +409,22 @@ pub async fn refresh(
     let twin = crate::store::run_blocking(&store, move |s| s.get_twin(&twin_id))
         .await?
         .ok_or_else(|| ApiError::NotFound("twin vanished".into()))?;
-    let twin_id = twin.id.clone();
-    let current = crate::store::run_blocking(&store, move |s| s.current_state(&twin_id)).await?;
+    let drift_run = if twin.deployment_status == DeploymentStatus::Deployed && !twin.is_locked {
+        Some(
+            supervisor
+                .start(&twin, RunKind::Drift, &principal.owner)
+                .await?,
+        )
+    } else {
+        None
+    };
     Ok(HttpResponse::Ok().json(json!({
         "twin_id": twin.id,
         "changed": !report.is_empty(),
         "changes": report,
         "deployment_status": twin.deployment_status,
-        "infrastructure": infrastructure_status(&twin, current.as_ref()),
+        "drift_job_id": drift_run.as_ref().map(|run| run.id.clone()),
+        "events_url": drift_run.as_ref().map(|run| format!("/runs/{}/events", run.id)),
+        "infrastructure": status_of(&store, &twin).await?,
     })))
 }

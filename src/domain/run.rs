@@ -47,7 +47,7 @@ macro_rules! text_enum {
 
 text_enum!(
     /// What a run does to the twin's infrastructure.
-    RunKind { Deploy => "deploy", Destroy => "destroy" }
+    RunKind { Deploy => "deploy", Destroy => "destroy", Plan => "plan", Drift => "drift" }
 );
 
 text_enum!(
@@ -74,6 +74,7 @@ text_enum!(
         Applying => "applying",
         Destroying => "destroying",
         Cleanup => "cleanup",
+        CheckingDrift => "checking_drift",
         Complete => "complete",
     }
 );
@@ -88,28 +89,37 @@ impl Stage {
             Stage::Applying => "Applying...",
             Stage::Destroying => "Destroying resources...",
             Stage::Cleanup => "SDK cleanup...",
+            Stage::CheckingDrift => "Checking for drift...",
             Stage::Complete => "Complete",
         }
     }
 }
 
 impl RunKind {
-    /// The twin status while this kind of run works.
-    pub const fn working_status(self) -> DeploymentStatus {
+    /// The twin status while this kind of run works; `None` for runs that only read (a plan
+    /// preview, a drift check), which neither move nor lock the twin.
+    pub const fn working_status(self) -> Option<DeploymentStatus> {
         match self {
-            RunKind::Deploy => DeploymentStatus::Deploying,
-            RunKind::Destroy => DeploymentStatus::Destroying,
+            RunKind::Deploy => Some(DeploymentStatus::Deploying),
+            RunKind::Destroy => Some(DeploymentStatus::Destroying),
+            RunKind::Plan | RunKind::Drift => None,
         }
     }
 
-    /// The twin status a run of this kind ends in.
-    pub const fn final_status(self, outcome: Outcome) -> DeploymentStatus {
+    /// The twin status a run of this kind ends in (`None`: unchanged).
+    pub const fn final_status(self, outcome: Outcome) -> Option<DeploymentStatus> {
         match (self, outcome) {
-            (RunKind::Deploy, Outcome::Succeeded) => DeploymentStatus::Deployed,
-            (RunKind::Deploy, _) => DeploymentStatus::Error,
-            (RunKind::Destroy, Outcome::Succeeded) => DeploymentStatus::Draft,
-            (RunKind::Destroy, _) => DeploymentStatus::DestroyFailed,
+            (RunKind::Deploy, Outcome::Succeeded) => Some(DeploymentStatus::Deployed),
+            (RunKind::Deploy, _) => Some(DeploymentStatus::Error),
+            (RunKind::Destroy, Outcome::Succeeded) => Some(DeploymentStatus::Draft),
+            (RunKind::Destroy, _) => Some(DeploymentStatus::DestroyFailed),
+            (RunKind::Plan | RunKind::Drift, _) => None,
         }
+    }
+
+    /// Does this kind of run change infrastructure (and so hold the twin's lock)?
+    pub const fn changes_infrastructure(self) -> bool {
+        self.working_status().is_some()
     }
 }
 
@@ -152,6 +162,8 @@ pub struct Run {
     /// terraform's process group while it runs, to find it again after a crash.
     pub process_group: Option<i32>,
     pub workdir: Option<String>,
+    /// What a plan or drift check found (`changes`, `summary`, `drifted` ...).
+    pub result: Option<serde_json::Value>,
 }
 
 /// Which stream of terraform a line came from.
@@ -192,7 +204,8 @@ pub enum RunEvent {
     },
     Done {
         outcome: Outcome,
-        twin_status: DeploymentStatus,
+        /// The twin's status as the run ends (`null` only if the twin could not be read).
+        twin_status: Option<DeploymentStatus>,
         error: Option<String>,
     },
 }
@@ -254,27 +267,30 @@ mod tests {
 
     #[test]
     fn final_statuses_follow_the_contract() {
+        use DeploymentStatus as S;
         assert_eq!(
             RunKind::Deploy.final_status(Outcome::Succeeded),
-            DeploymentStatus::Deployed
+            Some(S::Deployed)
         );
         assert_eq!(
             RunKind::Deploy.final_status(Outcome::Cancelled),
-            DeploymentStatus::Error
+            Some(S::Error)
         );
         assert_eq!(
             RunKind::Destroy.final_status(Outcome::Succeeded),
-            DeploymentStatus::Draft
+            Some(S::Draft)
         );
         assert_eq!(
             RunKind::Destroy.final_status(Outcome::Failed),
-            DeploymentStatus::DestroyFailed
+            Some(S::DestroyFailed)
         );
+        assert_eq!(RunKind::Plan.final_status(Outcome::Succeeded), None);
         for kind in RunKind::ALL {
             for outcome in Outcome::ALL {
-                assert!(kind
-                    .working_status()
-                    .can_move_to(kind.final_status(*outcome)));
+                if let (Some(from), Some(to)) = (kind.working_status(), kind.final_status(*outcome))
+                {
+                    assert!(from.can_move_to(to), "{kind} {outcome}");
+                }
             }
         }
     }
@@ -284,7 +300,7 @@ mod tests {
         let job = RunId::generate();
         let done = RunEvent::Done {
             outcome: Outcome::Failed,
-            twin_status: DeploymentStatus::Error,
+            twin_status: Some(DeploymentStatus::Error),
             error: Some("exit 1".into()),
         };
         let data = done.data(&job);

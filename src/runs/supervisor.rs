@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::plan;
 use super::process::{capture_stdout, Exit, LineSink, ProcessSpec, RunningProcess};
 use super::secrets::{Credentials, Masker};
 use super::tfjson::{self, Progress};
@@ -30,7 +31,9 @@ use crate::metrics::Metrics;
 use crate::state::{mask_outputs, StateService, Writer};
 use crate::store::{
     run_blocking, LockChange, NewRun, OutputsChange, RunFinish, StatusMove, Store, StoreError,
+    StoredPlan,
 };
+use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -69,6 +72,24 @@ struct Ending {
     error: Option<String>,
     exit_code: Option<i32>,
     outputs: Option<serde_json::Value>,
+    result: Option<serde_json::Value>,
+}
+
+/// What a successful run produced: a deploy's outputs, a plan's or drift check's findings.
+#[derive(Default)]
+struct Produced {
+    outputs: Option<serde_json::Value>,
+    result: Option<serde_json::Value>,
+}
+
+/// How long terraform waits for the state lock another run (or person) holds.
+const LOCK_TIMEOUT: &str = "-lock-timeout=300s";
+
+/// Identifies a configuration: the twin's files and variables.
+fn config_hash(twin: &Twin) -> String {
+    use sha2::{Digest, Sha256};
+    let text = serde_json::to_string(&(&twin.files, &twin.variables)).unwrap_or_default();
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// Everything a supervisor is built from.
@@ -160,12 +181,12 @@ impl Supervisor {
             return Err(RunError::ShuttingDown);
         }
         let run_id = RunId::generate();
-        let change = StatusMove {
-            to: kind.working_status(),
+        let change = kind.working_status().map(|to| StatusMove {
+            to,
             actor: actor.to_owned(),
             reason: Some(format!("{kind} started")),
             lock: LockChange::Acquire(run_id.clone()),
-        };
+        });
         let new = NewRun {
             id: run_id.clone(),
             twin_id: twin.id.clone(),
@@ -179,11 +200,17 @@ impl Supervisor {
         if let Ok(mut active) = self.active.lock() {
             active.insert(run.id.clone(), stop.clone());
         }
-        let status = RunEvent::Status {
-            twin_id: twin.id.clone(),
-            status: twin.deployment_status,
+        // A run that moved the twin says so first.
+        let published = match kind.working_status() {
+            Some(status) => self.parts.hub.publish(
+                &run.id,
+                &RunEvent::Status {
+                    twin_id: twin.id.clone(),
+                    status,
+                },
+            ),
+            None => Ok(0),
         };
-        let published = self.parts.hub.publish(&run.id, &status);
         let this = Arc::clone(self);
         let started = run.clone();
         let task = async move {
@@ -285,7 +312,7 @@ impl Supervisor {
         run: &Run,
         twin: &Twin,
         stop: &CancellationToken,
-    ) -> Result<Option<serde_json::Value>, Stop> {
+    ) -> Result<Produced, Stop> {
         let secret = self.parts.grants.issue(RunGrant {
             run_id: run.id.clone(),
             twin_id: twin.id.clone(),
@@ -303,12 +330,18 @@ impl Supervisor {
                 stage: Stage::Initializing,
             },
         );
-        let data_dir = self.parts.settings.data_dir.clone();
-        let owned = twin.clone();
-        let workspace = tokio::task::spawn_blocking(move || workspace::prepare(&data_dir, &owned))
-            .await
-            .map_err(|e| Stop::failed(e.to_string()))?
-            .map_err(|e| Stop::failed(e.to_string()))?;
+        // Runs that only read work in a directory of their own, beside any deploy.
+        let dir = if run.kind.changes_infrastructure() {
+            workspace::work_dir(&self.parts.settings.data_dir, &twin.id)
+        } else {
+            workspace::preview_dir(&self.parts.settings.data_dir, &run.id)
+        };
+        let (data_dir, owned) = (self.parts.settings.data_dir.clone(), twin.clone());
+        let workspace =
+            tokio::task::spawn_blocking(move || workspace::prepare(&dir, &data_dir, &owned))
+                .await
+                .map_err(|e| Stop::failed(e.to_string()))?
+                .map_err(|e| Stop::failed(e.to_string()))?;
         let toolchain =
             Toolchain::locate(&self.parts.settings).map_err(|e| Stop::failed(e.to_string()))?;
         let backend_url = self
@@ -340,60 +373,218 @@ impl Supervisor {
             &["init", "-input=false", "-no-color", "-reconfigure"],
         )
         .await?;
-        match run.kind {
-            RunKind::Deploy => {
-                self.publish(
-                    &run.id,
-                    RunEvent::Stage {
-                        stage: Stage::Planning,
-                    },
+        let produced = match run.kind {
+            RunKind::Deploy => self.deploy(&step, twin).await,
+            RunKind::Destroy => self.destroy(&step).await.map(|()| Produced::default()),
+            RunKind::Plan => self.plan_preview(&step, twin).await,
+            RunKind::Drift => self.check_drift(&step).await,
+        }?;
+        sink.complete_progress();
+        Ok(produced)
+    }
+
+    /// Deploy: apply the twin's kept plan preview if it is still current (so what was
+    /// previewed is exactly what is applied), else plan now; then apply and read the outputs.
+    async fn deploy(&self, step: &Step<'_>, twin: &Twin) -> Result<Produced, Stop> {
+        let run_id = &step.run.id;
+        self.publish(
+            run_id,
+            RunEvent::Stage {
+                stage: Stage::Planning,
+            },
+        );
+        let kept = self.current_plan(twin).await;
+        match &kept {
+            Some((plan, bytes, changes)) => {
+                std::fs::write(step.workspace.dir.join(PLAN_FILE), bytes)
+                    .map_err(|e| Stop::failed(format!("cannot write the previewed plan: {e}")))?;
+                step.sink.expect_changes(changes);
+                step.sink.line(
+                    LogStream::Stdout,
+                    format!(
+                        "Applying the plan previewed in run {} ({} changes).",
+                        plan.run_id,
+                        changes.len()
+                    ),
+                    clock::now(),
                 );
-                let out = format!("-out={PLAN_FILE}");
-                self.terraform(&step, &["plan", "-input=false", "-json", &out])
-                    .await?;
-                self.publish(
-                    &run.id,
-                    RunEvent::Stage {
-                        stage: Stage::Applying,
-                    },
-                );
-                self.terraform(&step, &["apply", "-input=false", "-json", PLAN_FILE])
-                    .await?;
-                let (exit, stdout) = self.capture(&step, &["output", "-json"]).await?;
-                if !exit.success() {
-                    return Err(Stop::failed(
-                        "terraform output failed after a successful apply",
-                    ));
-                }
-                let raw: serde_json::Value = serde_json::from_slice(&stdout).map_err(|e| {
-                    Stop::failed(format!("terraform output printed invalid JSON: {e}"))
-                })?;
-                sink.complete_progress();
-                Ok(Some(mask_outputs(&raw)))
             }
-            RunKind::Destroy => {
-                self.publish(
-                    &run.id,
-                    RunEvent::Stage {
-                        stage: Stage::Destroying,
-                    },
-                );
-                self.terraform(
-                    &step,
-                    &["destroy", "-auto-approve", "-input=false", "-json"],
-                )
-                .await?;
-                self.publish(
-                    &run.id,
-                    RunEvent::Stage {
-                        stage: Stage::Cleanup,
-                    },
-                );
-                self.verify_destroyed(&step).await?;
-                sink.complete_progress();
-                Ok(None)
+            None => {
+                let out = format!("-out={PLAN_FILE}");
+                self.terraform(step, &["plan", "-input=false", "-json", LOCK_TIMEOUT, &out])
+                    .await?;
             }
         }
+        self.publish(
+            run_id,
+            RunEvent::Stage {
+                stage: Stage::Applying,
+            },
+        );
+        self.terraform(
+            step,
+            &["apply", "-input=false", "-json", LOCK_TIMEOUT, PLAN_FILE],
+        )
+        .await?;
+        if let Some((plan, _, _)) = kept {
+            let (plan_run, by) = (plan.run_id, run_id.clone());
+            if let Err(err) = run_blocking(&self.parts.store, move |s| {
+                s.mark_plan_applied(&plan_run, &by)
+            })
+            .await
+            {
+                tracing::warn!(%err, "could not mark the plan applied");
+            }
+        }
+        let (exit, stdout) = self.capture(step, &["output", "-json"]).await?;
+        if !exit.success() {
+            return Err(Stop::failed(
+                "terraform output failed after a successful apply",
+            ));
+        }
+        let raw: serde_json::Value = serde_json::from_slice(&stdout)
+            .map_err(|e| Stop::failed(format!("terraform output printed invalid JSON: {e}")))?;
+        Ok(Produced {
+            outputs: Some(mask_outputs(&raw)),
+            result: None,
+        })
+    }
+
+    async fn destroy(&self, step: &Step<'_>) -> Result<(), Stop> {
+        self.publish(
+            &step.run.id,
+            RunEvent::Stage {
+                stage: Stage::Destroying,
+            },
+        );
+        self.terraform(
+            step,
+            &[
+                "destroy",
+                "-auto-approve",
+                "-input=false",
+                "-json",
+                LOCK_TIMEOUT,
+            ],
+        )
+        .await?;
+        self.publish(
+            &step.run.id,
+            RunEvent::Stage {
+                stage: Stage::Cleanup,
+            },
+        );
+        self.verify_destroyed(step).await
+    }
+
+    /// A plan preview: every resource change and the summary, and the plan kept (encrypted)
+    /// for the next deploy.
+    async fn plan_preview(&self, step: &Step<'_>, twin: &Twin) -> Result<Produced, Stop> {
+        self.publish(
+            &step.run.id,
+            RunEvent::Stage {
+                stage: Stage::Planning,
+            },
+        );
+        let twin_id = twin.id.clone();
+        let serial = run_blocking(&self.parts.store, move |s| s.current_state(&twin_id))
+            .await
+            .map_err(|e| Stop::failed(e.to_string()))?
+            .map_or(0, |state| state.serial);
+        let out = format!("-out={PLAN_FILE}");
+        self.terraform(step, &["plan", "-input=false", "-json", LOCK_TIMEOUT, &out])
+            .await?;
+        let (exit, shown) = self.capture(step, &["show", "-json", PLAN_FILE]).await?;
+        if !exit.success() {
+            return Err(Stop::failed("terraform show could not read the plan"));
+        }
+        let shown: serde_json::Value = serde_json::from_slice(&shown)
+            .map_err(|e| Stop::failed(format!("terraform show printed invalid JSON: {e}")))?;
+        let bytes = std::fs::read(step.workspace.dir.join(PLAN_FILE))
+            .map_err(|e| Stop::failed(format!("cannot read the plan file: {e}")))?;
+        let (state, run_id, twin_id, hash) = (
+            Arc::clone(&self.parts.state),
+            step.run.id.clone(),
+            twin.id.clone(),
+            config_hash(twin),
+        );
+        tokio::task::spawn_blocking(move || {
+            state.save_plan(&twin_id, &run_id, &hash, serial, &bytes)
+        })
+        .await
+        .map_err(|e| Stop::failed(e.to_string()))?
+        .map_err(|e| Stop::failed(format!("cannot keep the plan: {e}")))?;
+        let (changes, summary) = step.sink.planned();
+        Ok(Produced {
+            outputs: None,
+            result: Some(json!({
+                "changes": changes,
+                "summary": summary,
+                "resources_after": plan::resources_after(&shown),
+            })),
+        })
+    }
+
+    /// A drift check: a refresh-only plan; what changed or vanished outside terraform.
+    async fn check_drift(&self, step: &Step<'_>) -> Result<Produced, Stop> {
+        self.publish(
+            &step.run.id,
+            RunEvent::Stage {
+                stage: Stage::CheckingDrift,
+            },
+        );
+        self.terraform(
+            step,
+            &[
+                "plan",
+                "-refresh-only",
+                "-input=false",
+                "-json",
+                LOCK_TIMEOUT,
+            ],
+        )
+        .await?;
+        let drifted = step.sink.drifted();
+        let note = match drifted.len() {
+            0 => "No drift: the infrastructure matches the state.".to_owned(),
+            n => format!("Drift: {n} resources changed or were deleted outside terraform."),
+        };
+        step.sink.line(LogStream::Stdout, note, clock::now());
+        Ok(Produced {
+            outputs: None,
+            result: Some(json!({ "drifted": drifted })),
+        })
+    }
+
+    /// The twin's newest plan preview if it still applies: not yet applied, made from the
+    /// twin's current files and variables, against the current state. With its changes.
+    async fn current_plan(
+        &self,
+        twin: &Twin,
+    ) -> Option<(StoredPlan, Vec<u8>, Vec<serde_json::Value>)> {
+        let (state, twin_id, hash) = (
+            Arc::clone(&self.parts.state),
+            twin.id.clone(),
+            config_hash(twin),
+        );
+        let store = Arc::clone(&self.parts.store);
+        let found = tokio::task::spawn_blocking(
+            move || -> Option<(StoredPlan, Vec<u8>, Vec<serde_json::Value>)> {
+                let (plan, bytes) = state.latest_plan(&twin_id).ok()??;
+                let serial = store.current_state(&twin_id).ok()?.map_or(0, |s| s.serial);
+                if plan.applied_by.is_some()
+                    || plan.config_hash != hash
+                    || plan.state_serial != serial
+                {
+                    return None;
+                }
+                let run = store.get_run(&plan.run_id).ok()??;
+                let changes = run.result?.get("changes")?.as_array()?.clone();
+                Some((plan, bytes, changes))
+            },
+        )
+        .await;
+        found.ok().flatten()
     }
 
     /// SDK cleanup: the state must be empty after a destroy; then the operator's cleanup
@@ -570,28 +761,41 @@ impl Supervisor {
 
     /// Ends a run that ran here: recovers any state terraform could not save, lets go of its
     /// backend credential and state lock, then records the end.
-    async fn conclude(&self, run: &Run, result: Result<Option<serde_json::Value>, Stop>) {
+    async fn conclude(&self, run: &Run, result: Result<Produced, Stop>) {
         let ending = match result {
-            Ok(outputs) => Ending {
+            Ok(produced) => Ending {
                 outcome: Outcome::Succeeded,
                 error: None,
                 exit_code: Some(0),
-                outputs,
+                outputs: produced.outputs,
+                result: produced.result,
             },
             Err(Stop::Cancelled) => Ending {
                 outcome: Outcome::Cancelled,
                 error: Some("cancelled: terraform was interrupted".into()),
                 exit_code: None,
                 outputs: None,
+                result: None,
             },
             Err(Stop::Failed { error, exit_code }) => Ending {
                 outcome: Outcome::Failed,
                 error: Some(self.masker.mask(error)),
                 exit_code,
                 outputs: None,
+                result: None,
             },
         };
-        self.collect_leftovers(&run.id, &run.twin_id).await;
+        if run.kind.changes_infrastructure() {
+            self.collect_leftovers(&run.id, &run.twin_id).await;
+        } else {
+            self.parts.grants.revoke(&run.id);
+            let dir = workspace::preview_dir(&self.parts.settings.data_dir, &run.id);
+            if let Err(err) =
+                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await
+            {
+                tracing::warn!(run_id = %run.id, %err, "could not remove the preview directory");
+            }
+        }
         if ending.outcome == Outcome::Succeeded {
             self.publish(
                 &run.id,
@@ -658,8 +862,8 @@ impl Supervisor {
             error,
             exit_code,
             outputs,
+            result,
         } = ending;
-        let twin_status = run.kind.final_status(outcome);
         let message = match &error {
             None => format!("{} succeeded", run.kind),
             Some(error) => format!("{} {outcome}: {error}", run.kind),
@@ -671,32 +875,47 @@ impl Supervisor {
             (RunKind::Destroy, Outcome::Succeeded, _) => OutputsChange::Clear,
             _ => OutputsChange::Keep,
         };
+        let twin_move = run.kind.final_status(outcome).map(|to| StatusMove {
+            to,
+            actor: run.actor.clone(),
+            reason: Some(message.clone()),
+            lock: LockChange::Release(run.id.clone()),
+        });
+        // Runs that move nothing report the twin's status as it is.
+        let twin_status = match &twin_move {
+            Some(change) => Some(change.to),
+            None => {
+                let twin_id = run.twin_id.clone();
+                run_blocking(&self.parts.store, move |s| s.get_twin(&twin_id))
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|twin| twin.deployment_status)
+            }
+        };
         let finish = RunFinish {
             run_id: run.id.clone(),
             twin_id: run.twin_id.clone(),
             outcome,
             exit_code,
             error: error.clone(),
-            message: message.clone(),
+            message,
             outputs,
-            twin_move: Some(StatusMove {
-                to: twin_status,
-                actor: run.actor.clone(),
-                reason: Some(message),
-                lock: LockChange::Release(run.id.clone()),
-            }),
+            twin_move: twin_move.clone(),
+            result,
         };
-        let last = [
-            RunEvent::Status {
+        let mut last = Vec::with_capacity(2);
+        if let Some(change) = &twin_move {
+            last.push(RunEvent::Status {
                 twin_id: run.twin_id.clone(),
-                status: twin_status,
-            },
-            RunEvent::Done {
-                outcome,
-                twin_status,
-                error,
-            },
-        ];
+                status: change.to,
+            });
+        }
+        last.push(RunEvent::Done {
+            outcome,
+            twin_status,
+            error,
+        });
         if let Err(err) = self.parts.hub.finish(&last, finish).await {
             tracing::error!(run_id = %run.id, %err, "could not record the end of the run");
         }
@@ -720,6 +939,7 @@ impl Supervisor {
             error: Some(reason.to_owned()),
             exit_code: None,
             outputs: None,
+            result: None,
         };
         self.record_end(run, ending).await;
         Ok(())
@@ -876,6 +1096,12 @@ struct SinkState {
     progress: Progress,
     last_error: Option<String>,
     last_output: Instant,
+    /// A plan's resource changes: `{"address", "type", "action"}`.
+    changes: Vec<serde_json::Value>,
+    /// terraform's change summary (`add`, `change`, `remove`, ...).
+    summary: Option<serde_json::Value>,
+    /// Resources changed or deleted outside terraform.
+    drifted: Vec<serde_json::Value>,
 }
 
 impl Default for SinkState {
@@ -884,6 +1110,9 @@ impl Default for SinkState {
             progress: Progress::default(),
             last_error: None,
             last_output: Instant::now(),
+            changes: Vec::new(),
+            summary: None,
+            drifted: Vec::new(),
         }
     }
 }
@@ -905,6 +1134,33 @@ impl RunSink {
     fn publish(&self, event: &RunEvent) {
         if let Err(err) = self.hub.publish(&self.run_id, event) {
             tracing::error!(run_id = %self.run_id, %err, "event lost");
+        }
+    }
+
+    /// The changes a plan announced, and its summary.
+    fn planned(&self) -> (Vec<serde_json::Value>, Option<serde_json::Value>) {
+        self.state
+            .lock()
+            .map(|s| (s.changes.clone(), s.summary.clone()))
+            .unwrap_or_default()
+    }
+
+    fn drifted(&self) -> Vec<serde_json::Value> {
+        self.state
+            .lock()
+            .map(|s| s.drifted.clone())
+            .unwrap_or_default()
+    }
+
+    /// Applying a kept plan: its changes are the work the progress bar counts.
+    fn expect_changes(&self, changes: &[serde_json::Value]) {
+        if let Ok(mut state) = self.state.lock() {
+            for change in changes {
+                state.progress.expect(
+                    change["address"].as_str().unwrap_or(""),
+                    change["action"].as_str().unwrap_or(""),
+                );
+            }
         }
     }
 
@@ -938,6 +1194,7 @@ impl LineSink for RunSink {
             Some(message) => {
                 let error = message.error_summary();
                 if let Ok(mut state) = self.state.lock() {
+                    collect(&mut state, &message);
                     if let Some(error) = &error {
                         state.last_error = Some(error.clone());
                     }
@@ -1024,4 +1281,20 @@ async fn stop_leftover_process(pgid: i32, run_id: &RunId, grace: Duration) {
     }
     tracing::warn!(%run_id, pgid, "terraform did not stop within the grace period; killing it");
     let _ = killpg(group, Signal::SIGKILL);
+}
+
+/// Keeps what a plan or drift check reports about resources.
+fn collect(state: &mut SinkState, message: &tfjson::Message) {
+    let change = &message.raw["change"];
+    let resource = json!({
+        "address": change["resource"]["addr"],
+        "type": change["resource"]["resource_type"],
+        "action": change["action"],
+    });
+    match message.kind.as_str() {
+        "planned_change" => state.changes.push(resource),
+        "resource_drift" => state.drifted.push(resource),
+        "change_summary" => state.summary = Some(message.raw["changes"].clone()),
+        _ => {}
+    }
 }

@@ -100,6 +100,13 @@ impl Progress {
         (after != before).then(|| self.figures())
     }
 
+    /// Work known in advance (a kept plan's changes), counted as planned.
+    pub fn expect(&mut self, address: &str, action: &str) {
+        for action in planned_actions(action) {
+            self.planned.insert((address.to_owned(), action));
+        }
+    }
+
     pub fn figures(&self) -> (u32, u32) {
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         (count(self.completed.len()), count(self.planned.len()))

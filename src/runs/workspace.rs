@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::domain::{Twin, TwinId};
+use crate::domain::{RunId, Twin, TwinId};
 
 /// Files the gateway writes itself (users cannot name files `terrastream_*`).
 const MANIFEST: &str = "terrastream_files.json";
@@ -33,14 +33,20 @@ pub fn work_dir(data_dir: &Path, twin_id: &TwinId) -> PathBuf {
     data_dir.join("work").join(twin_id.as_str())
 }
 
+/// Where a plan preview or drift check works: its own directory, removed when it ends, so it
+/// never disturbs a deploy of the same twin.
+pub fn preview_dir(data_dir: &Path, run_id: &RunId) -> PathBuf {
+    data_dir.join("previews").join(run_id.as_str())
+}
+
 pub fn sandbox_dir(data_dir: &Path, twin_id: &TwinId) -> PathBuf {
     data_dir.join("sandbox").join(twin_id.as_str())
 }
 
 /// Writes the twin's current files (removing ones an earlier configuration had) and its
 /// variables.
-pub fn prepare(data_dir: &Path, twin: &Twin) -> Result<Workspace, WorkspaceError> {
-    let dir = work_dir(data_dir, &twin.id);
+pub fn prepare(dir: &Path, data_dir: &Path, twin: &Twin) -> Result<Workspace, WorkspaceError> {
+    let dir = dir.to_path_buf();
     let fail = |source| WorkspaceError {
         dir: dir.clone(),
         source,

@@ -13,7 +13,7 @@ pub use cipher::{CipherError, StateCipher};
 
 use crate::clock;
 use crate::domain::{RunId, TwinId};
-use crate::store::{StateLock, StateVersion, Store, StoreError};
+use crate::store::{StateLock, StateVersion, Store, StoreError, StoredPlan};
 
 const KEY_CHECK: &str = "state_key_check";
 
@@ -437,6 +437,42 @@ impl StateService {
             .release_state_lock(twin_id, lock_id.as_deref(), actor)?
             .map(|_| ())
             .map_err(StateError::Locked)
+    }
+
+    /// Keeps a plan preview (encrypted: a plan holds planned values, secrets included).
+    pub fn save_plan(
+        &self,
+        twin_id: &TwinId,
+        run_id: &RunId,
+        config_hash: &str,
+        state_serial: i64,
+        plan: &[u8],
+    ) -> Result<(), StateError> {
+        let context = format!("plan:{twin_id}");
+        let stored = StoredPlan {
+            run_id: run_id.clone(),
+            twin_id: twin_id.clone(),
+            config_hash: config_hash.to_owned(),
+            state_serial,
+            created_at: clock::now(),
+            applied_by: None,
+            ciphertext: self.cipher.seal(&context, plan)?,
+        };
+        Ok(self.store.insert_plan(&stored)?)
+    }
+
+    /// The twin's newest plan preview and the plan file.
+    pub fn latest_plan(
+        &self,
+        twin_id: &TwinId,
+    ) -> Result<Option<(StoredPlan, Vec<u8>)>, StateError> {
+        let Some(plan) = self.store.latest_plan(twin_id)? else {
+            return Ok(None);
+        };
+        let bytes = self
+            .cipher
+            .open(&format!("plan:{twin_id}"), &plan.ciphertext)?;
+        Ok(Some((plan, bytes)))
     }
 
     /// Force-releases the lock (an admin's repair); recorded in the twin's history.

@@ -154,8 +154,25 @@ pub struct RunFinish {
     pub error: Option<String>,
     pub message: String,
     pub outputs: OutputsChange,
-    /// `None` only when the twin was moved under the run and it must end without moving it.
+    /// `None` for runs that do not move the twin, and when the twin was moved under the run
+    /// and it must end without moving it.
     pub twin_move: Option<StatusMove>,
+    /// What a plan or drift check found.
+    pub result: Option<serde_json::Value>,
+}
+
+/// A kept plan preview (the plan file encrypted: it holds planned values).
+#[derive(Debug, Clone)]
+pub struct StoredPlan {
+    pub run_id: RunId,
+    pub twin_id: TwinId,
+    /// Of the files and variables it was made from.
+    pub config_hash: String,
+    /// Of the state it was made against.
+    pub state_serial: i64,
+    pub created_at: String,
+    pub applied_by: Option<RunId>,
+    pub ciphertext: Vec<u8>,
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -198,8 +215,15 @@ pub trait Store: Send + Sync + 'static {
     /// The session's principal if it exists and has not expired at `now`.
     fn find_session(&self, session_hash: &str, now: &str) -> StoreResult<Option<Principal>>;
     fn delete_session(&self, session_hash: &str) -> StoreResult<()>;
-    /// Creates the run and moves the twin (taking its lock) in one transaction.
-    fn start_run(&self, run: NewRun, change: StatusMove) -> StoreResult<(Run, Twin)>;
+    /// Creates the run and, for runs that change infrastructure, moves the twin (taking its
+    /// lock) in the same transaction.
+    fn start_run(&self, run: NewRun, change: Option<StatusMove>) -> StoreResult<(Run, Twin)>;
+    /// The twin's newest finished run of a kind (e.g. its last drift check).
+    fn latest_finished_run(&self, twin_id: &TwinId, kind: RunKind) -> StoreResult<Option<Run>>;
+    fn insert_plan(&self, plan: &StoredPlan) -> StoreResult<()>;
+    /// The twin's newest plan preview.
+    fn latest_plan(&self, twin_id: &TwinId) -> StoreResult<Option<StoredPlan>>;
+    fn mark_plan_applied(&self, plan_run: &RunId, by: &RunId) -> StoreResult<()>;
     fn get_run(&self, id: &RunId) -> StoreResult<Option<Run>>;
     /// A twin's runs, newest first.
     fn list_runs(&self, twin_id: &TwinId) -> StoreResult<Vec<Run>>;

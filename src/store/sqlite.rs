@@ -10,18 +10,19 @@ use rusqlite_migration::{Migrations, M};
 
 use super::{
     Conflict, LockChange, NewRun, OutputsChange, RunFinish, StateLock, StateVersion, StatusMove,
-    Store, StoreError, StoreResult, StoredEvent,
+    Store, StoreError, StoreResult, StoredEvent, StoredPlan,
 };
 use crate::clock;
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, NewTwin, Principal, Run, RunId, Twin, TwinId, TwinName,
-    TwinUpdate,
+    DeploymentStatus, HistoryEntry, NewTwin, Principal, Run, RunId, RunKind, Twin, TwinId,
+    TwinName, TwinUpdate,
 };
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/001_foundation.sql")),
     M::up(include_str!("../../migrations/002_runs.sql")),
     M::up(include_str!("../../migrations/003_state.sql")),
+    M::up(include_str!("../../migrations/004_plans.sql")).foreign_key_check(),
 ];
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
@@ -518,10 +519,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn start_run(&self, run: NewRun, change: StatusMove) -> StoreResult<(Run, Twin)> {
+    fn start_run(&self, run: NewRun, change: Option<StatusMove>) -> StoreResult<(Run, Twin)> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let twin = apply_move(&tx, &run.twin_id, &change, Some(&run.id))?;
+        let twin = match &change {
+            Some(change) => apply_move(&tx, &run.twin_id, change, Some(&run.id))?,
+            None => {
+                let twin = require_twin(&tx, &run.twin_id)?;
+                ensure_live(&twin)?;
+                twin
+            }
+        };
         let now = clock::now();
         tx.execute(
             "INSERT INTO runs (id, twin_id, kind, status, actor, created_at)
@@ -556,6 +564,66 @@ impl Store for SqliteStore {
             runs.push(run_from_row(row)?);
         }
         Ok(runs)
+    }
+
+    fn latest_finished_run(&self, twin_id: &TwinId, kind: RunKind) -> StoreResult<Option<Run>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE twin_id = ?1 AND kind = ?2
+               AND status IN ('completed', 'failed', 'cancelled')
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![twin_id.as_str(), kind.as_str()])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(run_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn insert_plan(&self, plan: &StoredPlan) -> StoreResult<()> {
+        self.conn()?.execute(
+            "INSERT INTO plans (run_id, twin_id, config_hash, state_serial, created_at, ciphertext)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                plan.run_id.as_str(),
+                plan.twin_id.as_str(),
+                plan.config_hash,
+                plan.state_serial,
+                plan.created_at,
+                plan.ciphertext
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn latest_plan(&self, twin_id: &TwinId) -> StoreResult<Option<StoredPlan>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT run_id, twin_id, config_hash, state_serial, created_at, applied_by, ciphertext
+             FROM plans WHERE twin_id = ?1 ORDER BY created_at DESC, run_id DESC LIMIT 1",
+        )?;
+        let mut rows = stmt.query(params![twin_id.as_str()])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredPlan {
+            run_id: parse_column(row, "run_id")?,
+            twin_id: parse_column(row, "twin_id")?,
+            config_hash: row.get("config_hash")?,
+            state_serial: row.get("state_serial")?,
+            created_at: row.get("created_at")?,
+            applied_by: parse_optional_column(row, "applied_by")?,
+            ciphertext: row.get("ciphertext")?,
+        }))
+    }
+
+    fn mark_plan_applied(&self, plan_run: &RunId, by: &RunId) -> StoreResult<()> {
+        self.conn()?.execute(
+            "UPDATE plans SET applied_by = ?2 WHERE run_id = ?1",
+            params![plan_run.as_str(), by.as_str()],
+        )?;
+        Ok(())
     }
 
     fn mark_run_processing(&self, id: &RunId) -> StoreResult<()> {
@@ -865,7 +933,7 @@ fn apply_move(
 
 const RUN_COLUMNS: &str =
     "id, twin_id, kind, status, stage, progress, actor, created_at, start_time, \
-     end_time, exit_code, error, message, outputs, process_group, workdir";
+     end_time, exit_code, error, message, outputs, process_group, workdir, result";
 
 fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
     let outputs: Option<String> = row.get("outputs")?;
@@ -889,6 +957,10 @@ fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
             .transpose()?,
         process_group: row.get("process_group")?,
         workdir: row.get("workdir")?,
+        result: row
+            .get::<_, Option<String>>("result")?
+            .map(|text| serde_json::from_str(&text).map_err(corrupt))
+            .transpose()?,
     })
 }
 
@@ -930,7 +1002,7 @@ fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<()> {
     };
     tx.execute(
         "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, message = ?5, outputs = ?6,
-                end_time = ?7, process_group = NULL,
+                end_time = ?7, process_group = NULL, result = ?8,
                 progress = CASE WHEN ?2 = 'completed' THEN 100 ELSE progress END
          WHERE id = ?1",
         params![
@@ -941,6 +1013,7 @@ fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<()> {
             finish.message,
             outputs_json,
             now,
+            finish.result.as_ref().map(to_json).transpose()?,
         ],
     )?;
     if let Some(change) = &finish.twin_move {
