@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod costs;
 pub mod demo;
 pub mod domain;
 pub mod hub;
