@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
