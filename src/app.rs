@@ -17,7 +17,9 @@ use tracing_actix_web::TracingLogger;
 
 use crate::api::{self, auth::Authenticator, error};
 use crate::auth::{self, RunGrants};
+use crate::catalog::ProviderCatalog;
 use crate::config::Settings;
+use crate::costs::PriceBook;
 use crate::hub::EventHub;
 use crate::metrics::Metrics;
 use crate::runs::secrets::Credentials;
@@ -79,6 +81,10 @@ impl Application {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .with_context(|| format!("cannot restrict {}", settings.data_dir.display()))?;
+        // The operator's data files fail the start, naming the file and the problem, rather
+        // than the first request that reads them.
+        let price_book = PriceBook::load(settings.price_book.as_deref())?;
+        let provider_catalog = ProviderCatalog::load(settings.provider_catalog.as_deref())?;
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&settings.database_path())
                 .with_context(|| format!("cannot open {}", settings.database_path().display()))?,
@@ -149,6 +155,8 @@ impl Application {
         let state_data = web::Data::from(state);
         let metrics_data = web::Data::from(metrics);
         let settings_data = web::Data::new(settings.clone());
+        let price_book_data = web::Data::new(price_book);
+        let catalog_data = web::Data::new(provider_catalog);
         let store_data: web::Data<dyn Store> = web::Data::from(Arc::clone(&store));
         let authenticator =
             web::Data::new(Authenticator::new(Arc::clone(&store), grants, &settings));
@@ -166,6 +174,8 @@ impl Application {
                 .app_data(state_data.clone())
                 .app_data(metrics_data.clone())
                 .app_data(settings_data.clone())
+                .app_data(price_book_data.clone())
+                .app_data(catalog_data.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)

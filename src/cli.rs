@@ -109,6 +109,12 @@ pub struct ServeArgs {
     /// Do not create the demo twin on first start.
     #[arg(long, env = "TERRASTREAM_NO_DEMO")]
     pub no_demo: bool,
+    /// Price book for cost estimates (JSON; see docs/costs.md); default: the bundled one.
+    #[arg(long, env = "TERRASTREAM_PRICE_BOOK")]
+    pub price_book: Option<PathBuf>,
+    /// Provider catalog of regions and sizes (JSON); default: the bundled one.
+    #[arg(long, env = "TERRASTREAM_PROVIDER_CATALOG")]
+    pub provider_catalog: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -143,6 +149,9 @@ impl ServeArgs {
         settings.silence_warning = secs(self.silence_warning_secs);
         settings.shutdown_grace = secs(self.shutdown_grace_secs);
         settings.state_key = self.state_key.filter(|k| !k.trim().is_empty());
+        let given = |path: &PathBuf| !path.as_os_str().is_empty();
+        settings.price_book = self.price_book.filter(given);
+        settings.provider_catalog = self.provider_catalog.filter(given);
         settings
     }
 }

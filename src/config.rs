@@ -46,6 +46,10 @@ pub struct Settings {
     /// Key for state at rest (32 bytes, hex or base64); default `<data-dir>/state.key`,
     /// created on first start.
     pub state_key: Option<String>,
+    /// The operator's price book (JSON, see docs/costs.md); default: the bundled one.
+    pub price_book: Option<PathBuf>,
+    /// The operator's provider catalog (JSON); default: the bundled one.
+    pub provider_catalog: Option<PathBuf>,
 }
 
 /// Time limits per terraform command. Generous by default: a hard limit that kills a long
@@ -93,6 +97,8 @@ impl Settings {
             timeouts: Timeouts::default(),
             silence_warning: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(60),
+            price_book: None,
+            provider_catalog: None,
         }
     }
 
