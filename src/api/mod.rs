@@ -1,8 +1,10 @@
 //! The HTTP face: one route table, handlers per area, errors mapped in one place.
 
 pub mod auth;
+mod costs;
 pub mod error;
 mod health;
+mod providers;
 mod runs;
 pub mod sse;
 mod state;
@@ -66,6 +68,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::get().to(state::infrastructure),
                 )
                 .route("/{id}/refresh", web::post().to(state::refresh))
+                .route("/{id}/costs", web::get().to(costs::twin_costs))
                 .service(
                     web::resource("/{id}/tfstate")
                         .app_data(web::PayloadConfig::new(STATE_BODY_LIMIT))
@@ -79,6 +82,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::method(backend_method("LOCK")).to(state::backend_lock))
                         .route(web::method(backend_method("UNLOCK")).to(state::backend_unlock)),
                 ),
+        )
+        .service(
+            web::scope("/providers")
+                .wrap(from_fn(auth::require_principal))
+                .route("", web::get().to(providers::list))
+                .route("/{id}", web::get().to(providers::get)),
         )
         .service(
             web::scope("/runs")

@@ -8,9 +8,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use crate::catalog::{template_files, ProviderCatalog};
 use crate::domain::{
-    DeploymentStatus, FilePath, NewTwin, Principal, Twin, TwinFiles, TwinId, TwinName, TwinUpdate,
-    ValidationError, Variables,
+    DeploymentStatus, FilePath, NewTwin, Principal, Provider, Twin, TwinFiles, TwinId, TwinName,
+    TwinUpdate, ValidationError, Variables,
 };
 use crate::store::{run_blocking, LockChange, StatusMove, Store};
 
@@ -21,9 +22,13 @@ use crate::store::{run_blocking, LockChange, StatusMove, Store};
 pub struct CreateTwinRequest {
     name: String,
     provider: Option<String>,
-    files: BTreeMap<String, String>,
+    /// Without files, a named provider's bundled template is the configuration.
+    files: Option<BTreeMap<String, String>>,
     #[serde(default)]
     variables: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A region and a size of the provider catalog, kept as the variables `region` and `size`.
+    region: Option<String>,
+    size: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -94,25 +99,92 @@ pub async fn visible_twin(
         .ok_or_else(|| ApiError::NotFound(format!("twin {id} not found")))
 }
 
+/// Sets the variable `name` to a catalog id given as a field, refusing a different value
+/// given as a variable too.
+fn place(variables: &mut Variables, name: &str, value: Option<String>) -> Result<(), ApiError> {
+    let Some(value) = value else { return Ok(()) };
+    let value = serde_json::Value::String(value);
+    match variables.get(name) {
+        Some(existing) if *existing != value => Err(ApiError::Unprocessable(format!(
+            "{name} is given both as a field and as a variable, differently; give it once"
+        ))),
+        _ => {
+            variables.insert(name.to_owned(), value);
+            Ok(())
+        }
+    }
+}
+
+/// The configuration of a new twin: its files, or the provider's template placed in a region
+/// and size of the catalog (named, else the provider's first).
+fn configuration(
+    catalog: &ProviderCatalog,
+    provider: Provider,
+    files: Option<BTreeMap<String, String>>,
+    (region, size): (Option<String>, Option<String>),
+    variables: &mut Variables,
+) -> Result<TwinFiles, ApiError> {
+    if let Some(files) = files {
+        if region.is_some() || size.is_some() {
+            catalog.check(provider, region.as_deref(), size.as_deref())?;
+        }
+        place(variables, "region", region)?;
+        place(variables, "size", size)?;
+        return Ok(parse_files(files)?);
+    }
+    // The template reads `region` and `size`, so variables of those names choose them too.
+    let named = |field: Option<String>, name: &str| {
+        field.or_else(|| {
+            variables
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+    };
+    let region = named(region, "region");
+    let size = named(size, "size");
+    let placement = catalog.placement(provider, region.as_deref(), size.as_deref())?;
+    place(variables, "region", Some(placement.region))?;
+    place(variables, "size", Some(placement.size))?;
+    template_files(provider).map_err(ApiError::internal)
+}
+
 pub async fn create(
     store: web::Data<dyn Store>,
     state: web::Data<crate::state::StateService>,
+    catalog: web::Data<ProviderCatalog>,
     principal: Principal,
     body: web::Json<CreateTwinRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let CreateTwinRequest {
+        name,
+        provider,
+        files,
+        variables,
+        region,
+        size,
+    } = body.into_inner();
+    if files.is_none() && provider.is_none() {
+        // As serde would say it: a body that names neither is malformed, not invalid.
+        return Err(ApiError::BadRequest(
+            "request body does not fit: missing field `files` (or name a `provider` to start from its template)".into(),
+        ));
+    }
+    let name = TwinName::parse(&name)?;
+    let provider: Provider = provider
+        .as_deref()
+        .map(str::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let mut variables = parse_variables(variables.unwrap_or_default())?;
+    let files = configuration(&catalog, provider, files, (region, size), &mut variables)?;
     let new = NewTwin {
         id: TwinId::generate(),
         owner: principal.owner.clone(),
-        name: TwinName::parse(&body.name)?,
-        provider: body
-            .provider
-            .as_deref()
-            .map(str::parse)
-            .transpose()?
-            .unwrap_or_default(),
-        files: parse_files(body.files)?,
-        variables: parse_variables(body.variables.unwrap_or_default())?,
+        name,
+        provider,
+        files,
+        variables,
     };
     let store = store.into_inner();
     let state = state.into_inner();

@@ -558,7 +558,7 @@ impl Supervisor {
 
     /// The twin's newest plan preview if it still applies: not yet applied, made from the
     /// twin's current files and variables, against the current state. With its changes.
-    async fn current_plan(
+    pub async fn current_plan(
         &self,
         twin: &Twin,
     ) -> Option<(StoredPlan, Vec<u8>, Vec<serde_json::Value>)> {
