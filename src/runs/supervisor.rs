@@ -1208,7 +1208,16 @@ impl LineSink for RunSink {
                 }
                 error.map_or(message.text, |error| format!("Error: {error}"))
             }
-            None => line,
+            None => {
+                // Commands without -json (init) print diagnostics as text: keep the summary,
+                // so the run's error names the problem rather than an exit code.
+                if let Some(summary) = line.strip_prefix("Error: ").map(str::trim) {
+                    if let Ok(mut state) = self.state.lock() {
+                        state.last_error = Some(summary.to_owned());
+                    }
+                }
+                line
+            }
         };
         self.publish(&RunEvent::Log {
             stream,
