@@ -7,6 +7,8 @@ mod errors;
 mod fuzz;
 mod health;
 mod helpers;
+mod process_helpers;
+mod resilience;
 mod run_helpers;
 mod runs;
 mod state_backend;

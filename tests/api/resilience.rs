@@ -1,0 +1,726 @@
+//! What goes wrong around a run, with real terraform: the gateway killed mid-apply (the real
+//! process, `kill -9`) and restarted, SIGTERM during an apply, a command past its time limit,
+//! the run queue, a missing or broken terraform, an unwritable working directory, a
+//! configuration that does not parse, a busy or failing database, a silent terraform, and the
+//! probes and metrics that tell an operator about it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{json_body, TestApp};
+use crate::process_helpers::{processes_of_run, start_gateway, GatewayProcess};
+use crate::run_helpers::{
+    assert_well_formed, done, lines, sandbox_config, spawn_run_app, spawn_run_app_with, stages,
+    statuses, Res, SseEvent, PATIENCE,
+};
+
+/// Four objects created in parallel, done one after another over 2.5 s: an apply with several
+/// distinct moments to be killed at.
+const CRASH_RESOURCES: [Res; 4] = [
+    Res::new("a", 1000),
+    Res::new("b", 1500),
+    Res::new("c", 2000),
+    Res::new("d", 2500),
+];
+
+/// Where in an apply the gateway is killed.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// On the `applying` stage event: terraform apply is about to start, or just started.
+    Applying,
+    /// After the n-th `Creating...` line: creates in flight.
+    Creating(usize),
+    /// After the n-th `Creation complete` line: some done (maybe saved), others in flight.
+    Created(usize),
+    /// After `Apply complete!`: everything created and saved, outputs not read yet.
+    ApplyComplete,
+}
+
+/// The kill moments, in the order rounds use them (the default five rounds take the first
+/// five; longer soaks cycle).
+const KILL_MOMENTS: [KillAt; 7] = [
+    KillAt::Applying,
+    KillAt::Creating(1),
+    KillAt::Creating(3),
+    KillAt::Created(1),
+    KillAt::Created(3),
+    KillAt::Created(4),
+    KillAt::ApplyComplete,
+];
+
+impl KillAt {
+    /// A predicate over the stream that is true on the event to kill at.
+    fn matcher(self) -> impl FnMut(&SseEvent) -> bool {
+        let mut count = 0;
+        move |event| {
+            let counts = |needle: &str, count: &mut usize| {
+                if event.line().is_some_and(|l| l.contains(needle)) {
+                    *count += 1;
+                }
+                *count
+            };
+            match self {
+                KillAt::Applying => event.event == "stage" && event.json()["stage"] == "applying",
+                KillAt::Creating(n) => counts(": Creating...", &mut count) == n,
+                KillAt::Created(n) => counts(": Creation complete", &mut count) == n,
+                KillAt::ApplyComplete => counts("Apply complete!", &mut count) == 1,
+            }
+        }
+    }
+}
+
+/// Rounds of the crash test: `TERRASTREAM_SOAK_ROUNDS` (scripts/soak-crash.sh), else 5.
+fn crash_rounds() -> usize {
+    std::env::var("TERRASTREAM_SOAK_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(5)
+}
+
+/// Rounds that run at once, each with its own gateway process and data directory: most of a
+/// round is spent waiting for the leftover terraform to give up on the dead backend.
+const CONCURRENT_ROUNDS: usize = 5;
+
+#[tokio::test]
+async fn killing_the_gateway_mid_apply_loses_nothing_and_the_restart_settles_the_run() {
+    use futures_util::StreamExt;
+    let started = Instant::now();
+    let reports: Vec<String> = futures_util::stream::iter(0..crash_rounds())
+        .map(|round| crash_round(round, KILL_MOMENTS[round % KILL_MOMENTS.len()]))
+        .buffer_unordered(CONCURRENT_ROUNDS)
+        .collect()
+        .await;
+    for report in reports {
+        eprintln!("{report}");
+    }
+    eprintln!("crash rounds took {:?}", started.elapsed());
+}
+
+/// One round: deploy, `kill -9` the gateway at `moment`, start it again, and check that the
+/// restart settled the run and that terraform's state and the sandbox agree; then a new deploy
+/// finishes the job.
+async fn crash_round(round: usize, moment: KillAt) -> String {
+    // The grace is only a guard: a leftover terraform stops on its own once its in-flight
+    // creates are done and its state writes to the dead backend have failed.
+    let mut gateway = start_gateway(&["--cancel-grace-secs", "120"]).await;
+    let token = gateway.admin_token.clone();
+    let twin = gateway
+        .create_sandbox_twin(
+            &token,
+            &format!("crash {round}"),
+            &sandbox_config(&CRASH_RESOURCES),
+        )
+        .await;
+    let mut stream = gateway.run_streamed(&token, &twin, "deploy").await;
+    let mut seen = Vec::new();
+    let reached = stream.read_until(&mut seen, moment.matcher()).await;
+    assert!(
+        reached,
+        "round {round}: the deploy ended before {moment:?}: {:#?}",
+        lines(&seen)
+    );
+    let run_id = seen
+        .last()
+        .and_then(|e| e.json()["job_id"].as_str().map(str::to_owned))
+        .expect("the run's id");
+
+    gateway.crash().await;
+    drop(stream);
+    let (gateway, restart_took) = gateway.start_again().await;
+    let context = format!("round {round}, killed at {moment:?}, run {run_id}");
+
+    // The restart stopped whatever terraform the dead gateway left running.
+    let left = processes_of_run(&run_id);
+    assert!(
+        left.is_empty(),
+        "{context}: processes of the run outlived the restart: {left:?}"
+    );
+
+    let settled = gateway.get_twin_ok(&token, &twin).await;
+    assert_eq!(
+        settled["deployment_status"], "error",
+        "{context}: {settled}"
+    );
+    assert_eq!(settled["is_locked"], false, "{context}: {settled}");
+    let run = gateway.get_run_ok(&token, &run_id).await;
+    assert_eq!(run["status"], "failed", "{context}: {run}");
+    assert_eq!(run["error"], "interrupted by a restart", "{context}: {run}");
+    let history = gateway.history_ok(&token, &twin).await;
+    let row = history
+        .iter()
+        .find(|row| row["run_id"] == run_id.as_str() && row["to_status"] == "error")
+        .unwrap_or_else(|| panic!("{context}: no history row ends the run: {history:#?}"));
+    assert!(
+        row["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("interrupted by a restart")),
+        "{context}: {row}"
+    );
+
+    // The stream replays what the client saw (it was stored before it was sent), then the
+    // end the restart wrote.
+    let replayed = gateway
+        .subscribe(&token, &run_id, crate::run_helpers::Cursor::None)
+        .await
+        .read_to_end()
+        .await;
+    assert_well_formed(&replayed, &run_id);
+    assert!(replayed.len() > seen.len(), "{context}");
+    assert_eq!(replayed[..seen.len()], seen[..], "{context}");
+    let finished = done(&replayed);
+    assert_eq!(finished["outcome"], "failed", "{context}");
+    assert_eq!(finished["twin_status"], "error", "{context}");
+    assert_eq!(finished["error"], "interrupted by a restart", "{context}");
+    let recovered = replayed.iter().any(|e| {
+        e.event == "warning"
+            && e.json()["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("recovered errored.tfstate"))
+    });
+
+    // Nothing orphaned (an object terraform does not know), nothing lost (a state entry
+    // without its object).
+    let in_sandbox = gateway.sandbox_ids(&twin);
+    assert_eq!(
+        gateway.state_ids(&twin).await,
+        in_sandbox,
+        "{context}: state and sandbox differ after the restart"
+    );
+
+    // Retrying the deploy completes the twin.
+    gateway.run_ok(&token, &twin, "deploy").await;
+    let deployed = gateway.sandbox_ids(&twin);
+    assert_eq!(
+        deployed.len(),
+        CRASH_RESOURCES.len(),
+        "{context}: {deployed:?}"
+    );
+    assert!(
+        in_sandbox.is_subset(&deployed),
+        "{context}: objects were replaced"
+    );
+    assert_eq!(gateway.state_ids(&twin).await, deployed, "{context}");
+    let twin_now = gateway.get_twin_ok(&token, &twin).await;
+    assert_eq!(twin_now["deployment_status"], "deployed", "{context}");
+    assert_eq!(twin_now["is_locked"], false, "{context}");
+    stop(gateway).await;
+
+    format!(
+        "{context}: restart ready after {restart_took:?}; {} of {} objects existed at the restart; errored.tfstate recovered: {recovered}",
+        in_sandbox.len(),
+        CRASH_RESOURCES.len()
+    )
+}
+
+/// Stops a gateway gracefully and checks it exits 0.
+async fn stop(mut gateway: GatewayProcess) {
+    gateway.signal(Signal::SIGTERM);
+    let status = gateway.wait_exit(Duration::from_secs(120)).await;
+    assert!(status.success(), "{status}:\n{}", gateway.log());
+}
+
+#[tokio::test]
+async fn sigterm_mid_apply_stops_terraform_gracefully_stores_cancelled_and_exits_0() {
+    let mut gateway =
+        start_gateway(&["--cancel-grace-secs", "120", "--shutdown-grace-secs", "120"]).await;
+    let token = gateway.admin_token.clone();
+    let resources = [
+        Res::new("a", 1500),
+        Res::new("b", 2000),
+        Res::new("c", 2500),
+    ];
+    let twin = gateway
+        .create_sandbox_twin(&token, "terminated", &sandbox_config(&resources))
+        .await;
+    let mut stream = gateway.run_streamed(&token, &twin, "deploy").await;
+    let mut events = Vec::new();
+    let creating = stream
+        .read_until(&mut events, |e| {
+            e.line().is_some_and(|l| l.ends_with(": Creating..."))
+        })
+        .await;
+    assert!(creating, "no create started: {:#?}", lines(&events));
+
+    gateway.signal(Signal::SIGTERM);
+
+    // The client streaming the run is told how it ended, then the process exits 0.
+    events.extend(stream.read_to_end().await);
+    let run_id = done(&events)["job_id"].as_str().unwrap().to_owned();
+    assert_well_formed(&events, &run_id);
+    let finished = done(&events);
+    assert_eq!(finished["outcome"], "cancelled", "{finished}");
+    assert_eq!(finished["twin_status"], "error", "{finished}");
+    let status = gateway.wait_exit(Duration::from_secs(300)).await;
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", gateway.log());
+    assert!(
+        processes_of_run(&run_id).is_empty(),
+        "terraform outlived the gateway"
+    );
+
+    // The outcome was stored: the next start has nothing to settle and tells the same story.
+    let (gateway, _) = gateway.start_again().await;
+    assert!(
+        !gateway.log().contains("settling a run"),
+        "{}",
+        gateway.log()
+    );
+    let run = gateway.get_run_ok(&token, &run_id).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    let twin_now = gateway.get_twin_ok(&token, &twin).await;
+    assert_eq!(twin_now["deployment_status"], "error");
+    assert_eq!(twin_now["is_locked"], false);
+    assert_eq!(gateway.all_events(&token, &run_id).await, events);
+    // Gracefully: the creates in flight finished and were saved.
+    let in_sandbox = gateway.sandbox_ids(&twin);
+    assert!(!in_sandbox.is_empty(), "no create finished");
+    assert_eq!(gateway.state_ids(&twin).await, in_sandbox);
+    stop(gateway).await;
+}
+
+#[tokio::test]
+async fn an_apply_past_its_time_limit_is_stopped_and_the_run_fails_saying_so() {
+    let app = spawn_run_app_with(|s| s.timeouts.apply = Duration::from_secs(3)).await;
+    let token = app.admin_token.clone();
+    let resources = [Res::new("quick", 0), Res::new("slow", 10_000)];
+    let twin = app
+        .create_sandbox_twin(&token, "too slow", &sandbox_config(&resources))
+        .await;
+
+    let events = app
+        .run_streamed(&token, &twin, "deploy")
+        .await
+        .read_to_end()
+        .await;
+
+    let run_id = done(&events)["job_id"].as_str().unwrap().to_owned();
+    assert_well_formed(&events, &run_id);
+    assert_eq!(stages(&events), ["initializing", "planning", "applying"]);
+    let finished = done(&events);
+    assert_eq!(finished["outcome"], "failed", "{finished}");
+    assert_eq!(finished["twin_status"], "error");
+    let error = finished["error"].as_str().unwrap();
+    assert!(
+        error.contains("terraform apply timed out after 3 s") && error.contains("gracefully"),
+        "{error}"
+    );
+    let run = app.get_run_ok(&token, &run_id).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"], error);
+    let twin_now = app.get_twin_ok(&token, &twin).await;
+    assert_eq!(twin_now["deployment_status"], "error");
+    assert_eq!(twin_now["is_locked"], false);
+    assert_eq!(app.state_ids(&twin).await, app.sandbox_ids(&twin));
+}
+
+/// A terraform that waits while `gate` exists, then runs the real one: holds a run in its
+/// slot for as long as a test needs.
+fn gated_terraform(dir: &Path, gate: &Path) -> PathBuf {
+    let real = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bin/terraform");
+    let program = dir.join("terraform");
+    let script = format!(
+        "#!/bin/bash\nwhile [ -e '{gate}' ]; do sleep 0.05; done\nexec '{real}' \"$@\"\n",
+        gate = gate.display(),
+        real = real.display()
+    );
+    std::fs::write(&program, script).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    program
+}
+
+#[tokio::test]
+async fn with_one_slot_a_second_deploy_waits_as_pending_then_runs_after_the_first() {
+    let tools = tempfile::tempdir().unwrap();
+    let gate = tools.path().join("hold");
+    std::fs::write(&gate, "").unwrap();
+    let terraform = gated_terraform(tools.path(), &gate);
+    let app = spawn_run_app_with(|s| {
+        s.max_concurrent_runs = 1;
+        s.terraform = Some(terraform);
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let first = app
+        .create_sandbox_twin(&token, "first", &sandbox_config(&[Res::new("a", 0)]))
+        .await;
+    let second = app
+        .create_sandbox_twin(&token, "second", &sandbox_config(&[Res::new("b", 0)]))
+        .await;
+
+    // The first run takes the only slot; its terraform waits at the gate.
+    let mut first_stream = app.run_streamed(&token, &first, "deploy").await;
+    let mut first_events = Vec::new();
+    let initializing = first_stream
+        .read_until(&mut first_events, |e| {
+            e.event == "stage" && e.json()["stage"] == "initializing"
+        })
+        .await;
+    assert!(initializing, "{first_events:?}");
+
+    let second_run = app.start_run_ok(&token, &second, "deploy").await;
+    let mut second_stream = app
+        .subscribe(&token, &second_run, crate::run_helpers::Cursor::None)
+        .await;
+    let mut second_events = Vec::new();
+    let queued = second_stream
+        .read_until(&mut second_events, |e| e.event == "queue")
+        .await;
+    assert!(queued, "{second_events:?}");
+    assert_eq!(statuses(&second_events), ["deploying"]);
+    assert_eq!(stages(&second_events), ["queued"]);
+    assert_eq!(second_events.last().unwrap().json()["position"], 1);
+    let waiting = app.get_run_ok(&token, &second_run).await;
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    assert_eq!(waiting["queue_position"], 1, "{waiting}");
+    let second_twin = app.get_twin_ok(&token, &second).await;
+    assert_eq!(
+        second_twin["is_locked"], true,
+        "a waiting run holds its twin"
+    );
+    let first_run = first_events.last().unwrap().json()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let working = app.get_run_ok(&token, &first_run).await;
+    assert_eq!(working["status"], "processing", "{working}");
+    assert_eq!(working["queue_position"], Value::Null, "{working}");
+
+    std::fs::remove_file(&gate).unwrap();
+    first_events.extend(first_stream.read_to_end().await);
+    second_events.extend(second_stream.read_to_end().await);
+
+    assert_eq!(done(&first_events)["outcome"], "succeeded");
+    assert_well_formed(&second_events, &second_run);
+    assert_eq!(done(&second_events)["outcome"], "succeeded");
+    assert_eq!(
+        stages(&second_events),
+        ["queued", "initializing", "planning", "applying", "complete"]
+    );
+    // The second terraform printed its first line after the first run's last one.
+    let log_times = |events: &[SseEvent]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.event == "log")
+            .map(|e| e.json()["ts"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (first_times, second_times) = (log_times(&first_events), log_times(&second_events));
+    assert!(
+        first_times.last().unwrap() < second_times.first().unwrap(),
+        "{first_times:?} {second_times:?}"
+    );
+    let ran = app.get_run_ok(&token, &second_run).await;
+    assert_eq!(ran["status"], "completed");
+    assert_eq!(ran["queue_position"], Value::Null);
+    assert_eq!(app.sandbox_ids(&second).len(), 1);
+}
+
+/// Deploys `twin` to its end and returns the events, failing unless the run failed; the twin
+/// must be left in error and unlocked.
+async fn failed_deploy(app: &TestApp, twin: &str) -> (Vec<SseEvent>, String) {
+    let token = &app.admin_token;
+    let events = app
+        .run_streamed(token, twin, "deploy")
+        .await
+        .read_to_end()
+        .await;
+    let run_id = done(&events)["job_id"].as_str().unwrap().to_owned();
+    assert_well_formed(&events, &run_id);
+    let finished = done(&events);
+    assert_eq!(finished["outcome"], "failed", "{finished}");
+    assert_eq!(finished["twin_status"], "error", "{finished}");
+    let error = finished["error"].as_str().expect("an error").to_owned();
+    let run = app.get_run_ok(token, &run_id).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"], error.as_str(), "{run}");
+    let twin_now = app.get_twin_ok(token, twin).await;
+    assert_eq!(twin_now["deployment_status"], "error");
+    assert_eq!(twin_now["is_locked"], false);
+    (events, error)
+}
+
+#[tokio::test]
+async fn a_missing_terraform_fails_the_run_naming_the_path_and_the_flag() {
+    let app = spawn_run_app_with(|s| s.terraform = Some("/nonexistent".into())).await;
+    let twin = app
+        .create_sandbox_twin(
+            &app.admin_token,
+            "no terraform",
+            &sandbox_config(&[Res::new("a", 0)]),
+        )
+        .await;
+
+    let (_, error) = failed_deploy(&app, &twin).await;
+
+    assert!(error.contains("/nonexistent"), "{error}");
+    assert!(error.contains("--terraform"), "{error}");
+}
+
+#[tokio::test]
+async fn a_terraform_that_is_not_executable_fails_the_run_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let terraform = dir.path().join("terraform");
+    std::fs::write(&terraform, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&terraform, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = terraform.display().to_string();
+    let app = spawn_run_app_with(|s| s.terraform = Some(terraform)).await;
+    let twin = app
+        .create_sandbox_twin(
+            &app.admin_token,
+            "not executable",
+            &sandbox_config(&[Res::new("a", 0)]),
+        )
+        .await;
+
+    let (_, error) = failed_deploy(&app, &twin).await;
+
+    assert!(error.contains(&path), "{error}");
+    assert!(error.contains("not an executable file"), "{error}");
+}
+
+#[tokio::test]
+async fn an_unwritable_working_directory_fails_the_run_saying_so() {
+    let app = spawn_run_app().await;
+    let twin = app
+        .create_sandbox_twin(
+            &app.admin_token,
+            "no room",
+            &sandbox_config(&[Res::new("a", 0)]),
+        )
+        .await;
+    // A file where the twin's working directory belongs (tests run as root, which file modes
+    // would not stop).
+    let work = app.work_dir(&twin);
+    std::fs::create_dir_all(work.parent().unwrap()).unwrap();
+    std::fs::write(&work, "in the way").unwrap();
+
+    let (events, error) = failed_deploy(&app, &twin).await;
+
+    assert!(
+        error.contains("cannot prepare the working directory"),
+        "{error}"
+    );
+    assert!(error.contains(&twin), "{error}");
+    assert_eq!(stages(&events), ["initializing"]);
+    assert!(app.sandbox_ids(&twin).is_empty());
+}
+
+#[tokio::test]
+async fn a_configuration_that_does_not_parse_fails_the_run_naming_the_problem() {
+    let app = spawn_run_app().await;
+    let broken = "resource \"sandbox_resource\" \"x\" {\n  name = \n}\n";
+    let twin = app
+        .create_sandbox_twin(&app.admin_token, "unparsable", broken)
+        .await;
+
+    let (events, error) = failed_deploy(&app, &twin).await;
+
+    // The summary of terraform init's diagnostic, not just its exit code.
+    assert_eq!(error, "terraform init failed: Invalid expression");
+    crate::run_helpers::log_index(&events, "Error: Invalid expression");
+    assert_eq!(stages(&events), ["initializing"]);
+}
+
+#[tokio::test]
+async fn a_database_held_busy_during_a_deploy_delays_it_and_loses_nothing() {
+    let app = spawn_run_app().await;
+    let token = app.admin_token.clone();
+    let resources = [Res::new("a", 300), Res::new("b", 600)];
+    let twin = app
+        .create_sandbox_twin(&token, "busy", &sandbox_config(&resources))
+        .await;
+    let mut stream = app.run_streamed(&token, &twin, "deploy").await;
+    let mut events = Vec::new();
+    let planning = stream
+        .read_until(&mut events, |e| {
+            e.event == "stage" && e.json()["stage"] == "planning"
+        })
+        .await;
+    assert!(planning, "{events:?}");
+
+    // Another process's write transaction holds the database for two seconds, while terraform
+    // plans and applies (taking and writing its state through the gateway).
+    let database = app.settings.database_path();
+    let (held, is_held) = tokio::sync::oneshot::channel();
+    let holder = tokio::task::spawn_blocking(move || {
+        let connection = rusqlite::Connection::open(database).unwrap();
+        connection.busy_timeout(Duration::from_secs(30)).unwrap();
+        connection.execute_batch("BEGIN IMMEDIATE").unwrap();
+        held.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        connection.execute_batch("COMMIT").unwrap();
+    });
+    is_held.await.unwrap();
+    events.extend(stream.read_to_end().await);
+    holder.await.unwrap();
+
+    let run_id = done(&events)["job_id"].as_str().unwrap().to_owned();
+    assert_well_formed(&events, &run_id);
+    assert_eq!(
+        done(&events)["outcome"],
+        "succeeded",
+        "{:#?}",
+        lines(&events)
+    );
+    assert_eq!(
+        stages(&events),
+        ["initializing", "planning", "applying", "complete"]
+    );
+    assert_eq!(app.all_events(&token, &run_id).await, events);
+    assert_eq!(app.sandbox_ids(&twin).len(), 2);
+    assert_eq!(app.state_ids(&twin).await, app.sandbox_ids(&twin));
+}
+
+async fn readiness(app: &TestApp) -> (StatusCode, Value) {
+    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let status = response.status();
+    (status, json_body(response).await)
+}
+
+#[tokio::test]
+async fn while_events_cannot_be_stored_readyz_is_503_and_the_run_keeps_every_event() {
+    let app = spawn_run_app().await;
+    let token = app.admin_token.clone();
+    let resources = [Res::new("a", 200), Res::new("b", 400)];
+    let twin = app
+        .create_sandbox_twin(&token, "disk full", &sandbox_config(&resources))
+        .await;
+    assert_eq!(readiness(&app).await.0, StatusCode::OK);
+
+    // Simulates a full disk for the event store only: a trigger (made on this test's own
+    // connection to the gateway's database) makes every insert into run_events fail with
+    // SQLite's "database or disk is full" message, as a full filesystem would, while the rest
+    // of the database (runs, twins, terraform state) keeps working.
+    let database = rusqlite::Connection::open(app.settings.database_path()).unwrap();
+    database.busy_timeout(Duration::from_secs(30)).unwrap();
+    database
+        .execute_batch(
+            "CREATE TRIGGER simulated_disk_full BEFORE INSERT ON run_events \
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+        )
+        .unwrap();
+
+    let run_id = app.start_run_ok(&token, &twin, "deploy").await;
+    let deadline = Instant::now() + PATIENCE;
+    let problems = loop {
+        let (status, body) = readiness(&app).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(problems["status"], "not_ready");
+    assert!(
+        problems["problems"].to_string().contains("event store"),
+        "{problems}"
+    );
+    assert_eq!(app.health_check().await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_run_ok(&token, &run_id).await["status"],
+        "processing"
+    );
+
+    // Space again: the writer's retries store everything it kept.
+    database
+        .execute_batch("DROP TRIGGER simulated_disk_full")
+        .unwrap();
+    let events = app.all_events(&token, &run_id).await;
+    assert_well_formed(&events, &run_id);
+    assert_eq!(
+        done(&events)["outcome"],
+        "succeeded",
+        "{:#?}",
+        lines(&events)
+    );
+    assert_eq!(
+        stages(&events),
+        ["initializing", "planning", "applying", "complete"]
+    );
+    assert_eq!(statuses(&events), ["deploying", "deployed"]);
+    for name in ["a", "b"] {
+        crate::run_helpers::log_index(
+            &events,
+            &format!("sandbox_resource.{name}: Creation complete"),
+        );
+    }
+    assert_eq!(readiness(&app).await.0, StatusCode::OK);
+    assert_eq!(app.state_ids(&twin).await, app.sandbox_ids(&twin));
+}
+
+#[tokio::test]
+async fn a_silent_terraform_gets_a_warning_on_the_stream() {
+    let app = spawn_run_app_with(|s| s.silence_warning = Duration::from_secs(2)).await;
+    let token = app.admin_token.clone();
+    let twin = app
+        .create_sandbox_twin(&token, "quiet", &sandbox_config(&[Res::new("quiet", 8000)]))
+        .await;
+
+    let events = app
+        .run_streamed(&token, &twin, "deploy")
+        .await
+        .read_to_end()
+        .await;
+
+    let run_id = done(&events)["job_id"].as_str().unwrap().to_owned();
+    assert_well_formed(&events, &run_id);
+    assert_eq!(done(&events)["outcome"], "succeeded");
+    // Between the create's start and its end terraform says nothing for 8 s.
+    let creating = crate::run_helpers::log_index(&events, "sandbox_resource.quiet: Creating...");
+    let created =
+        crate::run_helpers::log_index(&events, "sandbox_resource.quiet: Creation complete");
+    let warnings: Vec<Value> = events[creating..created]
+        .iter()
+        .filter(|e| e.event == "warning")
+        .map(SseEvent::json)
+        .collect();
+    assert!(!warnings.is_empty(), "{:#?}", &events[creating..created]);
+    for warning in &warnings {
+        let message = warning["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("terraform has printed nothing for "),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_the_deploy_and_its_stored_events_and_readyz_is_200() {
+    let app = spawn_run_app().await;
+    let token = app.admin_token.clone();
+    let (status, body) = readiness(&app).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ready");
+    let twin = app
+        .create_sandbox_twin(&token, "counted", &sandbox_config(&[Res::new("a", 0)]))
+        .await;
+
+    let run_id = app.run_ok(&token, &twin, "deploy").await;
+    let events = app.all_events(&token, &run_id).await;
+
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "terrastream_runs_total{kind=\"deploy\",outcome=\"succeeded\"} 1"),
+        "{text}"
+    );
+    let stored: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("terrastream_events_stored_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stored events counter: {text}"));
+    // This gateway's only run: every one of its events was stored once.
+    assert_eq!(stored, events.len() as u64, "{text}");
+    assert_eq!(readiness(&app).await.0, StatusCode::OK);
+}
