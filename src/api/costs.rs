@@ -30,6 +30,25 @@ async fn state_resources(
     Ok((Some(version.version), costs::resources_from_state(&parsed)))
 }
 
+/// A plan preview's monthly cost once applied, and the change from the twin's state today.
+pub(super) async fn plan_cost(
+    state: Arc<StateService>,
+    book: &PriceBook,
+    twin: &crate::domain::Twin,
+    resources_after: &Value,
+) -> Result<Value, ApiError> {
+    let (_, current) = state_resources(state, twin.id.clone()).await?;
+    let region = twin.variables.get("region").and_then(Value::as_str);
+    let now = costs::estimate(book, &current, region);
+    let after = costs::estimate(book, &costs::resources_from_list(resources_after), region);
+    let change = costs::delta(&now, &after);
+    Ok(json!({
+        "monthly_total": after.costs.total,
+        "currency": after.costs.currency,
+        "delta": change,
+    }))
+}
+
 pub async fn twin_costs(
     supervisor: web::Data<Supervisor>,
     state: web::Data<StateService>,

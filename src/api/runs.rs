@@ -214,15 +214,31 @@ async fn visible_run(
     }
 }
 
+/// `GET /runs/{id}`; a plan preview's result also shows its monthly cost and the change.
 pub async fn get(
     supervisor: web::Data<Supervisor>,
+    state: web::Data<crate::state::StateService>,
+    book: web::Data<crate::costs::PriceBook>,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let run = visible_run(&supervisor.store(), &principal, &path).await?;
+    let store = supervisor.store();
+    let run = visible_run(&store, &principal, &path).await?;
     let queue_position = supervisor.queue_position(&run.id);
+    let planned = match (&run.kind, &run.result) {
+        (RunKind::Plan, Some(result)) => Some(result["resources_after"].clone()),
+        _ => None,
+    };
+    let twin_id = run.twin_id.clone();
     let mut view = RunView::from(run);
     view.queue_position = queue_position;
+    if let Some(resources_after) = planned {
+        let twin = run_blocking(&store, move |s| s.get_twin(&twin_id))
+            .await?
+            .ok_or_else(|| ApiError::NotFound("the run's twin is gone".into()))?;
+        view.result["cost"] =
+            super::costs::plan_cost(state.into_inner(), &book, &twin, &resources_after).await?;
+    }
     Ok(HttpResponse::Ok().json(view))
 }
 
