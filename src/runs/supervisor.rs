@@ -982,9 +982,7 @@ impl Supervisor {
     pub async fn settle_interrupted_runs(&self) -> Result<usize, RunError> {
         let runs = run_blocking(&self.parts.store, |s| s.unfinished_runs()).await?;
         for run in &runs {
-            if let Some(pgid) = run.process_group {
-                stop_leftover_process(pgid, &run.id, self.parts.settings.cancel_grace).await;
-            }
+            stop_leftover_processes(&run.id, self.parts.settings.cancel_grace).await;
             tracing::warn!(run_id = %run.id, twin_id = %run.twin_id, "settling a run interrupted by a restart");
             self.settle_dead_run(run, INTERRUPTED_BY_RESTART).await?;
         }
@@ -1262,34 +1260,62 @@ fn humanize(duration: Duration) -> String {
     }
 }
 
-/// Stops a terraform left running by a previous life of the gateway: one SIGINT to its group,
-/// then SIGKILL after `grace`. Only a group whose leader carries this run's id in its
-/// environment is touched (the pid may have been reused).
-async fn stop_leftover_process(pgid: i32, run_id: &RunId, grace: Duration) {
+/// Stops what a previous life of the gateway left running for a run: one SIGINT to each
+/// terraform's group, then SIGKILL after `grace`. The processes are found by the run id each
+/// one carries in its environment, not by the recorded group: a crash between spawning
+/// terraform and recording its group, or a provider whose terraform is gone, are found too.
+async fn stop_leftover_processes(run_id: &RunId, grace: Duration) {
     use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
-    let group = Pid::from_raw(pgid);
-    let marker = format!("TERRASTREAM_RUN_ID={run_id}");
-    let ours = std::fs::read(format!("/proc/{pgid}/environ")).is_ok_and(|env| {
-        env.split(|b| *b == 0)
-            .any(|entry| entry == marker.as_bytes())
-    });
-    if !ours {
-        return;
+    let groups = leftover_groups(run_id);
+    for (&pgid, &leader_alive) in &groups {
+        // Without its terraform, a group's providers have nobody to finish for.
+        let signal = if leader_alive {
+            Signal::SIGINT
+        } else {
+            Signal::SIGKILL
+        };
+        tracing::warn!(%run_id, pgid, ?signal, "a process of the run from before the restart is still running; stopping it");
+        let _ = killpg(Pid::from_raw(pgid), signal);
     }
-    tracing::warn!(%run_id, pgid, "terraform from before the restart is still running; interrupting it");
-    if killpg(group, Signal::SIGINT).is_err() {
-        return;
-    }
+    let alive = |pgid: &i32| killpg(Pid::from_raw(*pgid), None).is_ok();
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if killpg(group, None).is_err() {
+    while groups.keys().any(alive) {
+        if Instant::now() >= deadline {
+            tracing::warn!(%run_id, "terraform did not stop within the grace period; killing it");
+            for pgid in groups.keys() {
+                let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+            }
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tracing::warn!(%run_id, pgid, "terraform did not stop within the grace period; killing it");
-    let _ = killpg(group, Signal::SIGKILL);
+}
+
+/// Process groups with a process carrying `TERRASTREAM_RUN_ID=<run_id>`, each with whether
+/// its leader (the terraform the gateway started) is among them.
+fn leftover_groups(run_id: &RunId) -> std::collections::BTreeMap<i32, bool> {
+    let marker = format!("TERRASTREAM_RUN_ID={run_id}");
+    let mut groups = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return groups;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ours = std::fs::read(entry.path().join("environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
+        let pid = nix::unistd::Pid::from_raw(pid);
+        if let Some(pgid) = ours.then(|| nix::unistd::getpgid(Some(pid)).ok()).flatten() {
+            *groups.entry(pgid.as_raw()).or_insert(false) |= pgid == pid;
+        }
+    }
+    groups
 }
 
 /// Keeps what a plan or drift check reports about resources.

@@ -724,3 +724,68 @@ async fn metrics_count_the_deploy_and_its_stored_events_and_readyz_is_200() {
     assert_eq!(stored, events.len() as u64, "{text}");
     assert_eq!(readiness(&app).await.0, StatusCode::OK);
 }
+
+/// A gateway that crashes between spawning terraform and recording its process group leaves
+/// a terraform nobody knows the group of. The restart finds it by the run id every process of
+/// a run carries in its environment, and stops it with the ladder's first step, SIGINT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_stops_a_leftover_process_of_the_run_even_if_its_group_was_not_recorded() {
+    use terrastream::domain::{DeploymentStatus, RunId, RunKind, TwinId};
+    use terrastream::store::{LockChange, NewRun, StatusMove, Store};
+
+    let app = spawn_run_app().await;
+    let twin = app
+        .create_sandbox_twin(
+            &app.admin_token,
+            "unrecorded",
+            &sandbox_config(&[Res::new("a", 0)]),
+        )
+        .await;
+    // The run as the crashed gateway left it: processing, its twin locked, no group recorded.
+    let run_id = RunId::generate();
+    let new = NewRun {
+        id: run_id.clone(),
+        twin_id: twin.parse::<TwinId>().unwrap(),
+        kind: RunKind::Deploy,
+        actor: "admin".into(),
+    };
+    let change = StatusMove {
+        to: DeploymentStatus::Deploying,
+        actor: "admin".into(),
+        reason: Some("deploy started".into()),
+        lock: LockChange::Acquire(run_id.clone()),
+    };
+    let store = app.store();
+    store.start_run(new, Some(change)).unwrap();
+    store.mark_run_processing(&run_id).unwrap();
+    // Its "terraform": in its own process group, as the gateway starts terraform.
+    let mut leftover = tokio::process::Command::new("sleep")
+        .arg("600")
+        .env("TERRASTREAM_RUN_ID", run_id.as_str())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = leftover.id().unwrap() as i32;
+    assert_eq!(processes_of_run(run_id.as_str()), [pid]);
+    // Reaped as soon as it ends, so its group is gone then (the restart blocks this thread).
+    let reaped = tokio::spawn(async move { leftover.wait().await.unwrap() });
+
+    let app = app.restart().await;
+
+    let status = tokio::time::timeout(PATIENCE, reaped)
+        .await
+        .expect("the leftover process still runs")
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(Signal::SIGINT as i32),
+        "{status}"
+    );
+    let run = app.get_run_ok(&app.admin_token, run_id.as_str()).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"], "interrupted by a restart");
+    let twin_now = app.get_twin_ok(&app.admin_token, &twin).await;
+    assert_eq!(twin_now["deployment_status"], "error");
+    assert_eq!(twin_now["is_locked"], false);
+}
