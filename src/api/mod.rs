@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod costs;
+mod dashboard;
 pub mod error;
 mod health;
 mod providers;
@@ -25,7 +26,9 @@ fn backend_method(name: &'static str) -> Method {
 
 /// Every route the gateway serves.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
+    cfg.route("/", web::get().to(dashboard::index))
+        .route("/ui/{file}", web::get().to(dashboard::asset))
+        .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .service(

@@ -1,0 +1,100 @@
+// The gateway's public API, through the session cookie (same origin). Every failure becomes
+// one of two errors the views know how to show: ApiError (the gateway answered no) or
+// Unreachable (it did not answer at all).
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.detail ?? `the gateway answered ${status}`);
+    this.status = status;
+    this.code = body?.code ?? null;
+    this.body = body ?? {};
+  }
+}
+
+export class Unreachable extends Error {
+  constructor(cause) {
+    super(`Cannot reach the gateway at ${location.origin}.`);
+    this.cause = cause;
+  }
+}
+
+const listeners = { unauthorized: () => {}, reachable: () => {}, unreachable: () => {} };
+
+/** Lets the app hear about lost sessions and a vanished or returning gateway. */
+export function onConnection(handlers) {
+  Object.assign(listeners, handlers);
+}
+
+export async function request(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      credentials: 'same-origin',
+      cache: 'no-store',
+      headers: body === undefined ? { Accept: 'application/json' } : {
+        Accept: 'application/json',
+        'Content-Type': 'application/json',
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (cause) {
+    const error = new Unreachable(cause);
+    listeners.unreachable(error);
+    throw error;
+  }
+  listeners.reachable();
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = { detail: text.slice(0, 300) };
+    }
+  }
+  if (!response.ok) {
+    const error = new ApiError(response.status, data);
+    if (response.status === 401 && path !== '/auth/login') listeners.unauthorized(error);
+    throw error;
+  }
+  return data;
+}
+
+const get = (path) => request('GET', path);
+const post = (path, body) => request('POST', path, body);
+const enc = encodeURIComponent;
+
+export const api = {
+  login: (token) => post('/auth/login', { token }),
+  logout: () => post('/auth/logout'),
+  whoami: () => get('/auth/whoami'),
+
+  twins: () => get('/twins'),
+  twin: (id) => get(`/twins/${enc(id)}`),
+  createTwin: (body) => post('/twins', body),
+  demoTemplate: () => get('/templates/demo'),
+  infrastructure: (id) => get(`/twins/${enc(id)}/infrastructure-status`),
+  outputs: (id) => get(`/twins/${enc(id)}/outputs`),
+  history: (id) => get(`/twins/${enc(id)}/history`),
+  state: (id) => get(`/twins/${enc(id)}/state`),
+  runs: (id) => get(`/twins/${enc(id)}/runs`),
+  validate: (id) => post(`/twins/${enc(id)}/validate`),
+  refresh: (id) => post(`/twins/${enc(id)}/refresh`),
+  start: (id, kind) => post(`/twins/${enc(id)}/${['destroy', 'plan'].includes(kind) ? kind : 'deploy'}`),
+  cancel: (id) => post(`/twins/${enc(id)}/cancel`),
+
+  run: (jobId) => get(`/runs/${enc(jobId)}`),
+  logs: (jobId, after, limit = 1000) =>
+    get(`/runs/${enc(jobId)}/logs?after_event_id=${after}&limit=${limit}`),
+  eventsUrl: (jobId, after) => `/runs/${enc(jobId)}/events?last_event_id=${after}`,
+};
+
+/** A sentence for any error, for messages on the page. */
+export function describe(error) {
+  if (error instanceof Unreachable) {
+    return `${error.message} Check that it is running; the page retries on its own.`;
+  }
+  if (error instanceof ApiError) return error.message;
+  return `Something went wrong in the page: ${error?.message ?? error}`;
+}
