@@ -9,6 +9,7 @@ mod providers;
 mod runs;
 pub mod sse;
 mod state;
+mod templates;
 mod twins;
 
 use actix_web::http::Method;
@@ -85,6 +86,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::method(backend_method("LOCK")).to(state::backend_lock))
                         .route(web::method(backend_method("UNLOCK")).to(state::backend_unlock)),
                 ),
+        )
+        .service(
+            web::scope("/templates")
+                .wrap(from_fn(auth::require_principal))
+                .route("/demo", web::get().to(templates::demo)),
         )
         .service(
             web::scope("/providers")

@@ -1,0 +1,18 @@
+//! `/templates`: ready-made twin configurations a client can offer when creating a twin.
+
+use actix_web::HttpResponse;
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::domain::Provider;
+
+/// `GET /templates/demo`: the demo twin's files, a body `POST /twins` accepts as it is.
+pub async fn demo() -> Result<HttpResponse, ApiError> {
+    let files = crate::demo::files().map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "name": crate::demo::NAME,
+        "provider": Provider::Sandbox,
+        "files": files,
+        "variables": {},
+    })))
+}
