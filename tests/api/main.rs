@@ -3,6 +3,7 @@
 
 mod auth;
 mod costs;
+mod dashboard;
 mod errors;
 mod fuzz;
 mod health;
