@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs the toolchain (terraform, the sandbox provider) if needed, checks
-# formatting and lints, then the whole workspace's tests against real terraform.
+# formatting and lints, then the whole workspace's tests against real terraform, then the
+# dashboard in headless Chromium (installed with apt-get when missing).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,3 +11,27 @@ cd "$root"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace "$@"
+
+# The dashboard in a real browser (e2e/dashboard.test.mjs): headless Chromium drives the
+# gateway binary, which runs real terraform against the sandbox provider. Screenshots go to
+# test-artifacts/.
+cargo build --bin terrastream
+export CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM_PATH" ]]; then
+    if [[ "$(id -u)" -ne 0 ]]; then
+        echo "test: chromium is missing: sudo apt-get install -y chromium (or set CHROMIUM_PATH)" >&2
+        exit 1
+    fi
+    echo "test: installing chromium with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v node >/dev/null 2>&1; then
+    echo "test: node 20 or later (with npm) is needed for the dashboard's browser test" >&2
+    exit 1
+fi
+if [[ ! -d e2e/node_modules/playwright-core ]]; then
+    npm ci --prefix e2e --no-audit --no-fund
+fi
+npm --prefix e2e test
