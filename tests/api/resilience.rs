@@ -19,13 +19,14 @@ use crate::run_helpers::{
     statuses, Res, SseEvent, PATIENCE,
 };
 
-/// Four objects created in parallel, done one after another over 2.5 s: an apply with several
-/// distinct moments to be killed at.
+/// Four objects created in parallel: three done one after another within 2 s, giving an
+/// apply several distinct moments to be killed at, and one taking 6 s, so that at every such
+/// moment the run is seconds from its end (the kill always lands before it).
 const CRASH_RESOURCES: [Res; 4] = [
     Res::new("a", 1000),
     Res::new("b", 1500),
     Res::new("c", 2000),
-    Res::new("d", 2500),
+    Res::new("d", 6000),
 ];
 
 /// Where in an apply the gateway is killed.
@@ -37,8 +38,6 @@ enum KillAt {
     Creating(usize),
     /// After the n-th `Creation complete` line: some done (maybe saved), others in flight.
     Created(usize),
-    /// After `Apply complete!`: everything created and saved, outputs not read yet.
-    ApplyComplete,
 }
 
 /// The kill moments, in the order rounds use them (the default five rounds take the first
@@ -49,8 +48,8 @@ const KILL_MOMENTS: [KillAt; 7] = [
     KillAt::Creating(3),
     KillAt::Created(1),
     KillAt::Created(3),
-    KillAt::Created(4),
-    KillAt::ApplyComplete,
+    KillAt::Creating(4),
+    KillAt::Created(2),
 ];
 
 impl KillAt {
@@ -68,7 +67,6 @@ impl KillAt {
                 KillAt::Applying => event.event == "stage" && event.json()["stage"] == "applying",
                 KillAt::Creating(n) => counts(": Creating...", &mut count) == n,
                 KillAt::Created(n) => counts(": Creation complete", &mut count) == n,
-                KillAt::ApplyComplete => counts("Apply complete!", &mut count) == 1,
             }
         }
     }
@@ -230,11 +228,8 @@ async fn sigterm_mid_apply_stops_terraform_gracefully_stores_cancelled_and_exits
     let mut gateway =
         start_gateway(&["--cancel-grace-secs", "120", "--shutdown-grace-secs", "120"]).await;
     let token = gateway.admin_token.clone();
-    let resources = [
-        Res::new("a", 1500),
-        Res::new("b", 2000),
-        Res::new("c", 2500),
-    ];
+    // The signal comes seconds before the apply could end.
+    let resources = [Res::new("a", 1500), Res::new("b", 5000)];
     let twin = gateway
         .create_sandbox_twin(&token, "terminated", &sandbox_config(&resources))
         .await;
@@ -621,9 +616,11 @@ async fn while_events_cannot_be_stored_readyz_is_503_and_the_run_keeps_every_eve
         "{problems}"
     );
     assert_eq!(app.health_check().await.status(), StatusCode::OK);
-    assert_eq!(
-        app.get_run_ok(&token, &run_id).await["status"],
-        "processing"
+    // The rest of the database still answers; the run cannot end before its end is stored.
+    let run = app.get_run_ok(&token, &run_id).await;
+    assert!(
+        run["status"] == "pending" || run["status"] == "processing",
+        "{run}"
     );
 
     // Space again: the writer's retries store everything it kept.
