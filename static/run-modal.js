@@ -129,6 +129,7 @@ export class RunModal {
       source: null,
       timer: 0,
       stale: false,
+      loaded: false,
       stage: null,
     };
     this.session = session;
@@ -194,6 +195,7 @@ export class RunModal {
       this.retryLater(session, error);
       return;
     }
+    session.loaded = true;
     this.log.clear();
     await this.catchUp(session);
   }
@@ -248,8 +250,11 @@ export class RunModal {
   retryLater(session, error) {
     this.setNotice(`${describe(error)} Trying again…`);
     this.hooks.report(error, { quiet: true });
+    // Once the run is known, only the events are read again: the log shown so far stays.
     session.timer = setTimeout(() => {
-      if (!session.stale) this.load(session);
+      if (session.stale) return;
+      if (session.loaded) this.catchUp(session);
+      else this.load(session);
     }, RECONNECT_MS * 2);
   }
 
