@@ -245,20 +245,36 @@ pub async fn capture_stdout(
     spec: &ProcessSpec,
     stderr: Arc<dyn LineSink>,
 ) -> Result<(Exit, Vec<u8>), ProcessError> {
-    let output = Command::new(&spec.program)
+    let child = Command::new(&spec.program)
         .args(&spec.args)
         .current_dir(&spec.cwd)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true)
-        .output()
-        .await
+        .spawn()
         .map_err(|source| ProcessError::Spawn {
             program: spec.program.clone(),
             source,
         })?;
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .unwrap_or(0);
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|source| ProcessError::Wait {
+            program: spec.program.clone(),
+            source,
+        })?;
+    // terraform is gone; make sure no provider it started outlives it.
+    if pgid > 0 {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
     for line in output
         .stderr
         .split(|&b| b == b'\n')
