@@ -789,6 +789,25 @@ impl Supervisor {
             self.collect_leftovers(&run.id, &run.twin_id).await;
         } else {
             self.parts.grants.revoke(&run.id);
+            // A preview or drift check killed mid-plan (timed out) leaves terraform's state
+            // lock behind, and every later run would wait for it.
+            let (state, twin_id, run_id) = (
+                Arc::clone(&self.parts.state),
+                run.twin_id.clone(),
+                run.id.clone(),
+            );
+            match tokio::task::spawn_blocking(move || state.release_run_lock(&twin_id, &run_id))
+                .await
+            {
+                Ok(Ok(true)) => {
+                    tracing::warn!(run_id = %run.id, "released a state lock the run's terraform left behind");
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(run_id = %run.id, %err, "could not release the run's state lock");
+                }
+                Err(err) => tracing::error!(run_id = %run.id, %err, "lock release panicked"),
+            }
             let dir = workspace::preview_dir(&self.parts.settings.data_dir, &run.id);
             if let Err(err) =
                 tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await
