@@ -8,6 +8,7 @@ mod errors;
 mod fuzz;
 mod health;
 mod helpers;
+mod preview;
 mod process_helpers;
 mod resilience;
 mod run_helpers;
