@@ -297,8 +297,9 @@ async fn unknown_routes_are_404_json() {
     let app = spawn_app().await;
     let id = existing_twin(&app).await;
     let routes = [
-        (Method::GET, "/".to_owned()),
+        // `GET /` is the dashboard (tests/api/dashboard.rs).
         (Method::GET, "/nope".to_owned()),
+        (Method::DELETE, "/".to_owned()),
         (Method::POST, "/healthz/x".to_owned()),
         (Method::GET, format!("/twins/{id}/nope")),
         (Method::GET, format!("/twins/{id}/history/1/2")),
