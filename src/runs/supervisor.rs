@@ -214,11 +214,16 @@ impl Supervisor {
         let this = Arc::clone(self);
         let started = run.clone();
         let task = async move {
-            let result = match published {
-                Err(err) => Err(Stop::failed(format!("the event hub failed: {err}"))),
+            // The slot is held until the run's end is recorded, so the next run in the queue
+            // starts after this one has ended.
+            let (result, _slot) = match published {
+                Err(err) => (
+                    Err(Stop::failed(format!("the event hub failed: {err}"))),
+                    None,
+                ),
                 Ok(_) => match this.take_slot(&started.id, &stop).await {
-                    Some(_slot) => this.steps(&started, &twin, &stop).await,
-                    None => Err(Stop::Cancelled),
+                    Some(slot) => (this.steps(&started, &twin, &stop).await, Some(slot)),
+                    None => (Err(Stop::Cancelled), None),
                 },
             };
             this.conclude(&started, result).await;
@@ -1000,11 +1005,14 @@ impl Supervisor {
     /// failed, "interrupted by a restart", with its twin unlocked and its stream ended.
     pub async fn settle_interrupted_runs(&self) -> Result<usize, RunError> {
         let runs = run_blocking(&self.parts.store, |s| s.unfinished_runs()).await?;
-        for run in &runs {
+        // All at once: each leftover terraform may take its whole grace period to stop.
+        let settled = futures_util::future::join_all(runs.iter().map(|run| async move {
             stop_leftover_processes(&run.id, self.parts.settings.cancel_grace).await;
             tracing::warn!(run_id = %run.id, twin_id = %run.twin_id, "settling a run interrupted by a restart");
-            self.settle_dead_run(run, INTERRUPTED_BY_RESTART).await?;
-        }
+            self.settle_dead_run(run, INTERRUPTED_BY_RESTART).await
+        }))
+        .await;
+        settled.into_iter().collect::<Result<Vec<()>, RunError>>()?;
         Ok(runs.len())
     }
 
