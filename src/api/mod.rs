@@ -16,6 +16,8 @@ use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::web;
 
+use crate::domain::RunKind;
+
 /// Largest state terraform may POST (states grow with the infrastructure).
 const STATE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -23,6 +25,13 @@ const STATE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 #[allow(clippy::expect_used)] // A constant, valid method token: checked by every test run.
 fn backend_method(name: &'static str) -> Method {
     Method::from_bytes(name.as_bytes()).expect("LOCK and UNLOCK are valid method names")
+}
+
+/// A route that starts a run of `kind`.
+fn run_route(path: &str, kind: RunKind) -> actix_web::Resource {
+    web::resource(path)
+        .app_data(web::Data::new(kind))
+        .route(web::post().to(runs::start_run))
 }
 
 /// Every route the gateway serves.
@@ -53,10 +62,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/{id}/restore", web::post().to(twins::restore))
                 .route("/{id}/history", web::get().to(twins::history))
                 .route("/{id}/status", web::post().to(twins::set_status))
-                .route("/{id}/deploy", web::post().to(runs::deploy))
-                .route("/{id}/destroy", web::post().to(runs::destroy))
+                .service(run_route("/{id}/deploy", RunKind::Deploy))
+                .service(run_route("/{id}/destroy", RunKind::Destroy))
                 .route("/{id}/cancel", web::post().to(runs::cancel))
-                .route("/{id}/plan", web::post().to(runs::plan))
+                .service(run_route("/{id}/plan", RunKind::Plan))
                 .route("/{id}/validate", web::post().to(runs::validate))
                 .route("/{id}/runs", web::get().to(runs::list_for_twin))
                 .route("/{id}/state", web::get().to(state::state_view))
@@ -103,6 +112,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(auth::require_principal))
                 .route("/{id}", web::get().to(runs::get))
                 .route("/{id}/events", web::get().to(runs::events))
-                .route("/{id}/logs", web::get().to(runs::logs)),
+                .route("/{id}/logs", web::get().to(runs::logs))
+                .route("/{id}/cancel", web::post().to(runs::cancel_run)),
         );
 }

@@ -70,27 +70,19 @@ impl From<RunError> for ApiError {
     }
 }
 
-pub async fn deploy(
+/// `POST /twins/{id}/deploy`, `/destroy` and `/plan`: the route says which kind of run
+/// ([`RunKind`] in the route's data). A plan preview neither moves nor locks the twin; its
+/// result lists every resource change, and the next deploy applies exactly it while the
+/// configuration and state are unchanged.
+pub async fn start_run(
     req: HttpRequest,
+    kind: web::Data<RunKind>,
     supervisor: web::Data<Supervisor>,
     settings: web::Data<Settings>,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    start(req, supervisor, settings, principal, &path, RunKind::Deploy).await
-}
-
-/// `POST /twins/{id}/plan`: a plan preview, streamed like a deploy; it neither moves nor
-/// locks the twin. Its result lists every resource change; the plan is kept, and the next
-/// deploy applies exactly it while the configuration and state are unchanged.
-pub async fn plan(
-    req: HttpRequest,
-    supervisor: web::Data<Supervisor>,
-    settings: web::Data<Settings>,
-    principal: Principal,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    start(req, supervisor, settings, principal, &path, RunKind::Plan).await
+    start(req, supervisor, settings, principal, &path, **kind).await
 }
 
 /// `POST /twins/{id}/validate`: `{"valid", "errors", "warnings"}` from `terraform validate`.
@@ -120,24 +112,6 @@ fn run_result(
         }
     }
     result
-}
-
-pub async fn destroy(
-    req: HttpRequest,
-    supervisor: web::Data<Supervisor>,
-    settings: web::Data<Settings>,
-    principal: Principal,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    start(
-        req,
-        supervisor,
-        settings,
-        principal,
-        &path,
-        RunKind::Destroy,
-    )
-    .await
 }
 
 async fn start(
@@ -182,12 +156,33 @@ pub async fn cancel(
                 format!("twin {} has no active run to cancel", twin.id),
             ))
         })?;
+    Ok(cancelling(&run_id, &principal))
+}
+
+/// `POST /runs/{id}/cancel`: stops any active run, including a plan preview or drift check
+/// (which hold no twin lock, so the twin's cancel cannot name them).
+pub async fn cancel_run(
+    supervisor: web::Data<Supervisor>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let run = visible_run(&supervisor.store(), &principal, &path).await?;
+    if !supervisor.cancel(&run.id) {
+        return Err(ApiError::Conflict(crate::store::Conflict::new(
+            "no_active_run",
+            format!("run {} is not running ({})", run.id, run.status),
+        )));
+    }
+    Ok(cancelling(&run.id, &principal))
+}
+
+fn cancelling(run_id: &RunId, principal: &Principal) -> HttpResponse {
     tracing::info!(%run_id, by = %principal.owner, "run cancel requested");
-    Ok(HttpResponse::Accepted().json(json!({
+    HttpResponse::Accepted().json(json!({
         "job_id": run_id,
         "status": "cancelling",
         "message": "terraform was asked to stop; it finishes in-flight operations first",
-    })))
+    }))
 }
 
 /// Loads a run whose twin the caller may see.

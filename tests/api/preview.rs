@@ -843,3 +843,66 @@ async fn a_preview_stopped_while_it_holds_the_state_lock_lets_go_of_the_lock() {
     // So the next deploy does not wait for a lock nobody will release.
     deploy(&app, &twin).await;
 }
+
+#[tokio::test]
+async fn a_preview_is_cancelled_through_its_run_and_the_twin_is_untouched() {
+    let app = spawn_run_app_with(|s| s.cancel_grace = Duration::from_secs(30)).await;
+    let token = app.admin_token.clone();
+    let twin = create_demo_twin(&app, "cancel-preview").await;
+    deploy(&app, &twin).await;
+
+    // The preview's refresh blocks on a gated object: certainly running when cancelled.
+    let gate = Gate::shut(&app, &twin, "factory-7-registry");
+    let plan_id = app.start_run_ok(&token, &twin, "plan").await;
+    let mut stream = app.subscribe(&token, &plan_id, Cursor::None).await;
+    let mut events = Vec::new();
+    read_until_line(
+        &mut stream,
+        &mut events,
+        "sandbox_resource.registry_db: Refreshing state...",
+    )
+    .await;
+    // The twin's own cancel cannot name a preview: it holds no twin lock.
+    let by_twin = app
+        .client
+        .post(format!("{}/twins/{twin}/cancel", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_twin.status(), 409);
+    let by_run = app
+        .client
+        .post(format!("{}/runs/{plan_id}/cancel", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_run.status(), 202);
+    let body: Value = by_run.json().await.unwrap();
+    assert_eq!(body["job_id"], plan_id.as_str());
+    // terraform finishes the refresh it is in before it stops: let it.
+    gate.release();
+    events.extend(stream.read_to_end().await);
+    assert_well_formed(&events, &plan_id);
+    let finished = done(&events);
+    assert_eq!(finished["outcome"], "cancelled", "{:#?}", lines(&events));
+    assert_eq!(finished["twin_status"], "deployed");
+
+    let run = app.get_run_ok(&token, &plan_id).await;
+    assert_eq!(run["status"], "cancelled");
+    let shown = app.get_twin_ok(&token, &twin).await;
+    assert_eq!(shown["deployment_status"], "deployed");
+    assert_eq!(shown["is_locked"], false);
+    // A finished run cannot be cancelled again.
+    let again = app
+        .client
+        .post(format!("{}/runs/{plan_id}/cancel", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    // Nothing left holding the state: the next deploy goes through.
+    deploy(&app, &twin).await;
+}
