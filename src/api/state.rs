@@ -50,6 +50,23 @@ where
         .map_err(ApiError::from)
 }
 
+/// Runs a backend operation; a lock held by someone else comes back as `Err(holder's
+/// LockInfo)`, which terraform expects as the body of its answer, not as an error.
+async fn lock_aware<T, F>(
+    state: &web::Data<StateService>,
+    work: F,
+) -> Result<Result<T, String>, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&StateService) -> Result<T, StateError> + Send + 'static,
+{
+    blocking(state, move |s| match work(s) {
+        Err(StateError::Locked(holder)) => Ok(Err(holder.info)),
+        other => other.map(Ok),
+    })
+    .await
+}
+
 /// A lock held by someone else: 423 with the holder's LockInfo, as terraform expects.
 fn locked(info: String) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::LOCKED)
@@ -120,11 +137,8 @@ pub async fn backend_post(
     let twin = backend_twin(&supervisor, &principal, &path).await?;
     let writer = writer(&principal, req.extensions().get::<RunGrant>());
     let lock_id = query.into_inner().id;
-    let pushed = blocking(&state, move |s| {
-        match s.push(&twin.id, &body, lock_id.as_deref(), &writer) {
-            Err(StateError::Locked(holder)) => Ok(Err(holder.info)),
-            other => other.map(Ok),
-        }
+    let pushed = lock_aware(&state, move |s| {
+        s.push(&twin.id, &body, lock_id.as_deref(), &writer)
     })
     .await?;
     match pushed {
@@ -148,11 +162,7 @@ pub async fn backend_lock(
 ) -> Result<HttpResponse, ApiError> {
     let twin = backend_twin(&supervisor, &principal, &path).await?;
     let run_id = req.extensions().get::<RunGrant>().map(|g| g.run_id.clone());
-    let result = blocking(&state, move |s| match s.lock(&twin.id, &body, run_id) {
-        Err(StateError::Locked(holder)) => Ok(Err(holder.info)),
-        other => other.map(Ok),
-    })
-    .await?;
+    let result = lock_aware(&state, move |s| s.lock(&twin.id, &body, run_id)).await?;
     match result {
         Ok(()) => Ok(HttpResponse::Ok().finish()),
         Err(holder) => Ok(locked(holder)),
@@ -178,11 +188,8 @@ pub async fn backend_unlock(
         ));
     }
     let actor = principal.owner.clone();
-    let result = blocking(&state, move |s| {
-        match s.unlock(&twin.id, &body, &actor, may_force) {
-            Err(StateError::Locked(holder)) => Ok(Err(holder.info)),
-            other => other.map(Ok),
-        }
+    let result = lock_aware(&state, move |s| {
+        s.unlock(&twin.id, &body, &actor, may_force)
     })
     .await?;
     match result {
