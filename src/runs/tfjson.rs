@@ -167,4 +167,106 @@ mod tests {
         let warning = r#"{"@level":"warn","@message":"Warning: x","type":"diagnostic","diagnostic":{"severity":"warning","summary":"x","detail":""}}"#;
         assert_eq!(message(warning).error_summary(), None);
     }
+
+    /// Transcripts captured from real terraform runs (scripts/capture-fixtures.sh).
+    mod transcripts {
+        use super::super::*;
+
+        const PLAN_CREATE: &str =
+            include_str!("../../tests/fixtures/terraform/plan_create.stdout.jsonl");
+        const APPLY_SUCCESS: &str =
+            include_str!("../../tests/fixtures/terraform/apply_success.stdout.jsonl");
+        const APPLY_FAILED: &str =
+            include_str!("../../tests/fixtures/terraform/apply_fail_on_create.stdout.jsonl");
+        const APPLY_OLD: &str =
+            include_str!("../../tests/fixtures/terraform/apply_success_1.0.3.stdout.jsonl");
+        const PLAN_REPLACE: &str =
+            include_str!("../../tests/fixtures/terraform/plan_rename_replace.stdout.jsonl");
+        const DESTROY: &str = include_str!("../../tests/fixtures/terraform/destroy.stdout.jsonl");
+
+        fn feed(progress: &mut Progress, transcript: &str) -> Vec<Message> {
+            let messages: Vec<Message> = transcript.lines().filter_map(parse).collect();
+            for message in &messages {
+                progress.observe(message);
+            }
+            messages
+        }
+
+        #[test]
+        fn every_line_of_json_output_is_a_message_with_text() {
+            for transcript in [
+                PLAN_CREATE,
+                APPLY_SUCCESS,
+                APPLY_FAILED,
+                APPLY_OLD,
+                PLAN_REPLACE,
+                DESTROY,
+            ] {
+                for line in transcript.lines().filter(|l| !l.trim().is_empty()) {
+                    let message = parse(line).unwrap_or_else(|| panic!("not parsed: {line}"));
+                    assert!(!message.text.is_empty(), "{line}");
+                }
+            }
+        }
+
+        #[test]
+        fn a_plan_then_its_apply_reach_exactly_all_twelve_resources() {
+            let mut progress = Progress::default();
+            feed(&mut progress, PLAN_CREATE);
+            assert_eq!(progress.figures(), (0, 12));
+            let messages = feed(&mut progress, APPLY_SUCCESS);
+            assert_eq!(progress.figures(), (12, 12));
+            assert_eq!(progress.percent(), 100);
+            // Operations over 10 s are announced while they run.
+            assert!(messages.iter().any(|m| m.kind == "apply_progress"));
+        }
+
+        #[test]
+        fn a_replace_counts_twice() {
+            let mut progress = Progress::default();
+            feed(&mut progress, PLAN_REPLACE);
+            let (_, total) = progress.figures();
+            assert!(total >= 2, "a replace is a delete and a create");
+            let replaced = PLAN_REPLACE
+                .lines()
+                .filter_map(parse)
+                .filter(|m| m.kind == "planned_change" && m.raw["change"]["action"] == "replace")
+                .count();
+            assert_eq!(replaced, 1);
+        }
+
+        #[test]
+        fn a_destroy_counts_every_deletion() {
+            let mut progress = Progress::default();
+            feed(&mut progress, DESTROY);
+            assert_eq!(progress.figures(), (12, 12));
+        }
+
+        #[test]
+        fn a_failed_create_names_its_error_and_stops_short() {
+            let mut progress = Progress::default();
+            let messages = feed(&mut progress, APPLY_FAILED);
+            let errors: Vec<String> = messages.iter().filter_map(Message::error_summary).collect();
+            assert!(!errors.is_empty());
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("grafana") || e.to_lowercase().contains("fail")),
+                "{errors:?}"
+            );
+            let (done, total) = progress.figures();
+            // apply -auto-approve announces its plan: all 12 planned, the failed create and
+            // what depends on it never complete.
+            assert_eq!(total, 12);
+            assert!(done < 12, "{done}/{total}");
+            assert!(progress.percent() < 100);
+        }
+
+        #[test]
+        fn terraform_1_0_3_output_drives_progress_too() {
+            let mut progress = Progress::default();
+            feed(&mut progress, APPLY_OLD);
+            assert_eq!(progress.figures(), (12, 12));
+        }
+    }
 }
