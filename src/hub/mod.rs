@@ -7,11 +7,9 @@ mod subscription;
 mod writer;
 
 use std::collections::HashMap;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use actix_web::web::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -30,37 +28,7 @@ struct RunChannel {
     /// The last sequence number given out. Held while an event is queued, so the writer
     /// receives each run's events in sequence order.
     last_seq: Mutex<u64>,
-    live: broadcast::Sender<Arc<SharedEvent>>,
-}
-
-/// An event as subscribers receive it: the stored event, plus its wire form, encoded by the
-/// first subscriber that sends it and shared by every other one. A run with 10,000 readers
-/// encodes each live event once, not 10,000 times (benches/fanout.rs, docs/performance.md).
-pub struct SharedEvent {
-    event: StoredEvent,
-    wire: OnceLock<Bytes>,
-}
-
-impl SharedEvent {
-    pub fn new(event: StoredEvent) -> Self {
-        Self {
-            event,
-            wire: OnceLock::new(),
-        }
-    }
-
-    /// The event's wire form; `encode` runs only if no subscriber has encoded it yet.
-    pub fn wire(&self, encode: impl FnOnce(&StoredEvent) -> Bytes) -> Bytes {
-        self.wire.get_or_init(|| encode(&self.event)).clone()
-    }
-}
-
-impl Deref for SharedEvent {
-    type Target = StoredEvent;
-
-    fn deref(&self) -> &StoredEvent {
-        &self.event
-    }
+    live: broadcast::Sender<Arc<StoredEvent>>,
 }
 
 pub struct EventHub {
@@ -196,7 +164,7 @@ impl EventHub {
     }
 
     /// Called by the writer after events are stored: send them to live subscribers.
-    fn fan_out(&self, event: Arc<SharedEvent>, published: Option<Instant>) {
+    fn fan_out(&self, event: Arc<StoredEvent>, published: Option<Instant>) {
         self.metrics.events_stored.inc();
         if let Some(published) = published {
             self.metrics

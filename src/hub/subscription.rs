@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::SharedEvent;
 use crate::domain::RunId;
-use crate::store::{run_blocking, Store, StoreError};
+use crate::store::{run_blocking, Store, StoreError, StoredEvent};
 
 const PAGE: usize = 500;
 
@@ -17,8 +16,8 @@ pub struct Subscription {
     run_id: RunId,
     /// The last sequence number handed out.
     last: u64,
-    backlog: VecDeque<Arc<SharedEvent>>,
-    live: Option<broadcast::Receiver<Arc<SharedEvent>>>,
+    backlog: VecDeque<Arc<StoredEvent>>,
+    live: Option<broadcast::Receiver<Arc<StoredEvent>>>,
     /// The store may hold events after `last` that the live channel will not bring.
     behind: bool,
     ended: bool,
@@ -29,7 +28,7 @@ impl Subscription {
         store: Arc<dyn Store>,
         run_id: RunId,
         after: u64,
-        live: Option<broadcast::Receiver<Arc<SharedEvent>>>,
+        live: Option<broadcast::Receiver<Arc<StoredEvent>>>,
     ) -> Self {
         Self {
             store,
@@ -43,7 +42,7 @@ impl Subscription {
     }
 
     /// The next event in sequence; `None` after `done` (or when a finished run has no more).
-    pub async fn next(&mut self) -> Result<Option<Arc<SharedEvent>>, StoreError> {
+    pub async fn next(&mut self) -> Result<Option<Arc<StoredEvent>>, StoreError> {
         loop {
             if self.ended {
                 return Ok(None);
@@ -62,8 +61,7 @@ impl Subscription {
                     .await?;
                 self.behind = page.len() == PAGE;
                 if !page.is_empty() {
-                    self.backlog
-                        .extend(page.into_iter().map(|e| Arc::new(SharedEvent::new(e))));
+                    self.backlog.extend(page.into_iter().map(Arc::new));
                     continue;
                 }
             }

@@ -102,7 +102,7 @@ async fn write(
     set_failing(hub, false);
     if let Some(hub) = hub.upgrade() {
         for (event, published) in events {
-            hub.fan_out(Arc::new(super::SharedEvent::new(event)), published);
+            hub.fan_out(Arc::new(event), published);
         }
     }
     Ok(())
