@@ -35,9 +35,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        // WAL is a property of the file: set once below, not by every pooled connection (a
+        // burst of new connections would contend for the lock that switching needs).
         let manager = SqliteConnectionManager::file(path).with_init(|conn| {
             conn.busy_timeout(Duration::from_secs(10))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
             Ok(())
@@ -47,6 +48,7 @@ impl SqliteStore {
             .connection_timeout(Duration::from_secs(30))
             .build(manager)?;
         let mut conn = pool.get()?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
