@@ -1,9 +1,12 @@
 //! terrastream: the gateway that runs terraform for digital twins and streams every line it
 //! prints to the dashboard.
 //!
-//! Floors, each using only those below it: [`app`] (startup) -> [`api`] (HTTP) ->
-//! [`runs`] (terraform processes) -> [`hub`] (event sequence, storage, fan-out) ->
-//! [`store`] (persistence) -> [`domain`] (twins, runs and the status machine).
+//! Floors, each using only those below it: [`app`] (startup, shutdown) -> [`api`] (HTTP) ->
+//! [`runs`] (terraform processes) -> [`hub`] (event sequence, storage, fan-out) and
+//! [`state`] (terraform's state backend, encrypted) -> [`store`] (persistence) ->
+//! [`domain`] (twins, runs and the status machine). Beside them: [`costs`] and [`catalog`]
+//! (price book and provider catalog data), [`metrics`], and the sandbox provider in its own
+//! crate (`sandbox-provider/`).
 
 pub mod api;
 pub mod app;

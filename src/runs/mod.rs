@@ -3,6 +3,7 @@
 mod plan;
 mod process;
 pub mod secrets;
+mod sink;
 mod supervisor;
 pub mod tfjson;
 pub mod toolchain;

@@ -1,0 +1,210 @@
+//! The run's line sink: turns terraform's lines into events (secrets masked, `-json` objects
+//! shown as their human text and counted for progress) and keeps what a plan or drift check
+//! reports; plus the watchdog that warns when terraform falls silent.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::process::LineSink;
+use super::secrets::Masker;
+use super::tfjson::{self, Progress};
+use crate::domain::{LogStream, RunEvent, RunId};
+use crate::hub::EventHub;
+
+/// Turns terraform's lines into events: secrets masked, `-json` objects shown as their
+/// human text and counted for progress.
+pub(super) struct RunSink {
+    run_id: RunId,
+    hub: Arc<EventHub>,
+    masker: Masker,
+    state: Mutex<SinkState>,
+}
+
+struct SinkState {
+    progress: Progress,
+    last_error: Option<String>,
+    last_output: Instant,
+    /// A plan's resource changes: `{"address", "type", "action"}`.
+    changes: Vec<serde_json::Value>,
+    /// terraform's change summary (`add`, `change`, `remove`, ...).
+    summary: Option<serde_json::Value>,
+    /// Resources changed or deleted outside terraform.
+    drifted: Vec<serde_json::Value>,
+}
+
+impl Default for SinkState {
+    fn default() -> Self {
+        Self {
+            progress: Progress::default(),
+            last_error: None,
+            last_output: Instant::now(),
+            changes: Vec::new(),
+            summary: None,
+            drifted: Vec::new(),
+        }
+    }
+}
+
+impl RunSink {
+    pub(super) fn new(run_id: RunId, hub: Arc<EventHub>, masker: Masker) -> Self {
+        Self {
+            run_id,
+            hub,
+            masker,
+            state: Mutex::default(),
+        }
+    }
+
+    pub(super) fn last_error(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.last_error.clone())
+    }
+
+    pub(super) fn publish(&self, event: &RunEvent) {
+        if let Err(err) = self.hub.publish(&self.run_id, event) {
+            tracing::error!(run_id = %self.run_id, %err, "event lost");
+        }
+    }
+
+    /// The changes a plan announced, and its summary.
+    pub(super) fn planned(&self) -> (Vec<serde_json::Value>, Option<serde_json::Value>) {
+        self.state
+            .lock()
+            .map(|s| (s.changes.clone(), s.summary.clone()))
+            .unwrap_or_default()
+    }
+
+    pub(super) fn drifted(&self) -> Vec<serde_json::Value> {
+        self.state
+            .lock()
+            .map(|s| s.drifted.clone())
+            .unwrap_or_default()
+    }
+
+    /// Applying a kept plan: its changes are the work the progress bar counts.
+    pub(super) fn expect_changes(&self, changes: &[serde_json::Value]) {
+        if let Ok(mut state) = self.state.lock() {
+            for change in changes {
+                state.progress.expect(
+                    change["address"].as_str().unwrap_or(""),
+                    change["action"].as_str().unwrap_or(""),
+                );
+            }
+        }
+    }
+
+    /// A successful run always ends its progress bar at 100, even with nothing to change.
+    pub(super) fn complete_progress(&self) {
+        let figures = self
+            .state
+            .lock()
+            .ok()
+            .map(|s| (s.progress.percent(), s.progress.figures()));
+        if let Some((percent, (done, total))) = figures {
+            if percent < 100 {
+                self.publish(&RunEvent::Progress {
+                    percent: 100,
+                    done: done.max(total),
+                    total,
+                });
+            }
+        }
+    }
+}
+
+impl LineSink for RunSink {
+    fn line(&self, stream: LogStream, line: String, ts: String) {
+        if let Ok(mut state) = self.state.lock() {
+            state.last_output = Instant::now();
+        }
+        let line = self.masker.mask(line);
+        let mut progress = None;
+        let text = match tfjson::parse(&line) {
+            Some(message) => {
+                let error = message.error_summary();
+                if let Ok(mut state) = self.state.lock() {
+                    collect(&mut state, &message);
+                    if let Some(error) = &error {
+                        state.last_error = Some(error.clone());
+                    }
+                    if let Some((done, total)) = state.progress.observe(&message) {
+                        progress = Some(RunEvent::Progress {
+                            percent: state.progress.percent(),
+                            done,
+                            total,
+                        });
+                    }
+                }
+                error.map_or(message.text, |error| format!("Error: {error}"))
+            }
+            None => {
+                // Commands without -json (init) print diagnostics as text: keep the summary,
+                // so the run's error names the problem rather than an exit code.
+                if let Some(summary) = line.strip_prefix("Error: ").map(str::trim) {
+                    if let Ok(mut state) = self.state.lock() {
+                        state.last_error = Some(summary.to_owned());
+                    }
+                }
+                line
+            }
+        };
+        self.publish(&RunEvent::Log {
+            stream,
+            line: text,
+            ts,
+        });
+        if let Some(progress) = progress {
+            self.publish(&progress);
+        }
+    }
+}
+
+/// Warns (once per silence) when terraform has printed nothing for `threshold`: a hung
+/// provider or a prompt nobody can answer looks exactly like a slow apply otherwise.
+pub(super) async fn watch_silence(sink: Arc<RunSink>, threshold: Duration) {
+    let check = (threshold / 4).max(Duration::from_secs(1));
+    let mut warned_at = None;
+    loop {
+        tokio::time::sleep(check).await;
+        let Some(last) = sink.state.lock().ok().map(|s| s.last_output) else {
+            return;
+        };
+        if last.elapsed() >= threshold && warned_at != Some(last) {
+            warned_at = Some(last);
+            sink.publish(&RunEvent::Warning {
+                message: format!(
+                    "terraform has printed nothing for {}",
+                    humanize(last.elapsed())
+                ),
+            });
+        }
+    }
+}
+
+/// Keeps what a plan or drift check reports about resources.
+fn collect(state: &mut SinkState, message: &tfjson::Message) {
+    let change = &message.raw["change"];
+    let resource = json!({
+        "address": change["resource"]["addr"],
+        "type": change["resource"]["resource_type"],
+        "action": change["action"],
+    });
+    match message.kind.as_str() {
+        "planned_change" => state.changes.push(resource),
+        "resource_drift" => state.drifted.push(resource),
+        "change_summary" => state.summary = Some(message.raw["changes"].clone()),
+        _ => {}
+    }
+}
+
+/// `90 s`, `12 min`, `3 h`: durations as people read them.
+pub(super) fn humanize(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        _ => format!("{} h", secs / 3600),
+    }
+}
