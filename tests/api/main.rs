@@ -5,6 +5,7 @@ mod auth;
 mod costs;
 mod dashboard;
 mod errors;
+mod first_start;
 mod fuzz;
 mod health;
 mod helpers;
