@@ -100,8 +100,7 @@ impl Application {
         let state = Arc::new(StateService::open(Arc::clone(&store), cipher)?);
         if new_admin_token.is_some() && settings.create_demo {
             let demo = crate::demo::new_twin("admin")?;
-            let twin = store.create_twin(demo, "terrastream")?;
-            state.seed(&twin.id, "terrastream")?;
+            let twin = state.create_twin(demo, "terrastream")?;
             tracing::info!(twin_id = %twin.id, "created the demo twin; deploy it from the dashboard or POST /twins/{}/deploy", twin.id);
         }
 

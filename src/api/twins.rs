@@ -150,7 +150,6 @@ fn configuration(
 }
 
 pub async fn create(
-    store: web::Data<dyn Store>,
     state: web::Data<crate::state::StateService>,
     catalog: web::Data<ProviderCatalog>,
     principal: Principal,
@@ -186,18 +185,13 @@ pub async fn create(
         files,
         variables,
     };
-    let store = store.into_inner();
     let state = state.into_inner();
-    let twin = run_blocking(&store, move |s| {
-        let twin = s.create_twin(new, &principal.owner)?;
-        // Every twin starts with an empty state, so even an interrupted first apply has a
-        // state to save into.
-        state
-            .seed(&twin.id, &principal.owner)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-        Ok(twin)
+    let span = tracing::Span::current();
+    let twin = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| state.create_twin(new, &principal.owner))
     })
-    .await?;
+    .await
+    .map_err(ApiError::internal)??;
     tracing::info!(twin_id = %twin.id, owner = %twin.owner, "twin created");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/twins/{}", twin.id)))

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 pub use cipher::{CipherError, StateCipher};
 
 use crate::clock;
-use crate::domain::{RunId, TwinId};
+use crate::domain::{NewTwin, RunId, Twin, TwinId};
 use crate::store::{StateLock, StateVersion, Store, StoreError, StoredPlan};
 
 const KEY_CHECK: &str = "state_key_check";
@@ -215,6 +215,14 @@ impl StateService {
 
     pub fn versions(&self, twin_id: &TwinId) -> Result<Vec<StateVersion>, StateError> {
         Ok(self.store.list_state_versions(twin_id)?)
+    }
+
+    /// Creates a twin and its empty first state: every twin has a state to save into from the
+    /// start.
+    pub fn create_twin(&self, twin: NewTwin, actor: &str) -> Result<Twin, StateError> {
+        let twin = self.store.create_twin(twin, actor)?;
+        self.seed(&twin.id, actor)?;
+        Ok(twin)
     }
 
     /// Gives a twin an empty state (serial 0, a new lineage) if it has none, so that even a
