@@ -1,5 +1,5 @@
 //! Startup and shutdown. Build: open the store and state, settle runs a previous life left
-//! unfinished, then bind and serve. Stop (SIGINT/SIGTERM, or the shutdown token): no new
+//! unfinished, then bind and serve. Stop (SIGINT/SIGTERM): no new
 //! runs, running terraform interrupted gracefully and its outcome stored, streams ended with
 //! their final event, the event writer flushed.
 
@@ -12,7 +12,6 @@ use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{body::MessageBody, web, App, HttpServer};
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::api::{self, auth::Authenticator, error};
@@ -37,7 +36,6 @@ pub struct Application {
     new_admin_token: Option<String>,
     supervisor: Arc<Supervisor>,
     settings: Settings,
-    shutdown: CancellationToken,
     runs_runtime: RunsRuntime,
 }
 
@@ -197,7 +195,6 @@ impl Application {
             new_admin_token,
             supervisor,
             settings,
-            shutdown: CancellationToken::new(),
             runs_runtime,
         })
     }
@@ -211,19 +208,13 @@ impl Application {
         self.new_admin_token.as_deref()
     }
 
-    /// Cancelling this token stops the gateway gracefully, as SIGTERM does.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
-    /// Serves until stopped by SIGINT/SIGTERM (when `handle_signals`) or the shutdown token,
+    /// Serves until stopped by SIGINT/SIGTERM (when `handle_signals`; else until dropped),
     /// then stops gracefully. A second signal exits at once; the next start repairs.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
             server,
             supervisor,
             settings,
-            shutdown,
             runs_runtime,
             ..
         } = self;
@@ -232,7 +223,7 @@ impl Application {
         let mut server = tokio::spawn(server);
         tokio::select! {
             result = &mut server => return result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
-            () = stop_requested(&shutdown, settings.handle_signals) => {}
+            () = stop_requested(settings.handle_signals) => {}
         }
         tracing::info!("shutting down: no new runs; stopping running terraform gracefully");
         if settings.handle_signals {
@@ -257,18 +248,13 @@ impl Application {
     }
 }
 
-async fn stop_requested(token: &CancellationToken, handle_signals: bool) {
+async fn stop_requested(handle_signals: bool) {
     if !handle_signals {
-        return token.cancelled().await;
+        return std::future::pending().await;
     }
-    tokio::select! {
-        () = token.cancelled() => {}
-        result = stop_signal() => {
-            if let Err(err) = result {
-                tracing::error!(%err, "cannot listen for signals; stop with the shutdown token only");
-                token.cancelled().await;
-            }
-        }
+    if let Err(err) = stop_signal().await {
+        tracing::error!(%err, "cannot listen for signals; the gateway stops only when killed");
+        std::future::pending::<()>().await;
     }
 }
 

@@ -41,7 +41,7 @@ pub struct Settings {
     pub silence_warning: Duration,
     /// On SIGINT/SIGTERM, how long running terraform gets to stop gracefully.
     pub shutdown_grace: Duration,
-    /// Stop gracefully on SIGINT/SIGTERM (the binary does; tests use the shutdown token).
+    /// Stop gracefully on SIGINT/SIGTERM (the binary does; in-process tests do not).
     pub handle_signals: bool,
     /// Key for state at rest (32 bytes, hex or base64); default `<data-dir>/state.key`,
     /// created on first start.

@@ -65,11 +65,6 @@ impl DeploymentStatus {
             .collect()
     }
 
-    /// A status while terraform is working on the twin.
-    pub fn is_in_progress(self) -> bool {
-        matches!(self, Deploying | Destroying)
-    }
-
     /// Draft is the only status in which the twin surely owns no cloud resources.
     pub fn may_own_resources(self) -> bool {
         self != Draft

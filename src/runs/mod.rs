@@ -10,7 +10,5 @@ pub mod toolchain;
 pub mod validate;
 mod workspace;
 
-pub use process::{decode_line, Exit, LineSink, ProcessSpec, RunningProcess, MAX_LINE_BYTES};
-pub use supervisor::{RunError, Supervisor, SupervisorParts, INTERRUPTED_BY_RESTART};
+pub use supervisor::{RunError, Supervisor, SupervisorParts};
 pub use toolchain::{Toolchain, ToolchainError};
-pub use workspace::{preview_dir, sandbox_dir, work_dir, ERRORED_STATE};
