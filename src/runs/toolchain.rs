@@ -17,6 +17,8 @@ pub enum ToolchainError {
     NotFound { tried: Vec<PathBuf> },
     #[error("terraform at {} is not an executable file; set --terraform to a working terraform or tofu", .0.display())]
     NotExecutable(PathBuf),
+    #[error("looking for terraform failed: {0}")]
+    Lookup(String),
     #[error("cannot write the terraform CLI config {}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
 }
@@ -57,6 +59,15 @@ impl Toolchain {
             cli_config,
             tools_dir,
         })
+    }
+
+    /// [`Toolchain::locate`] off the async runtime (it reads the filesystem and may write the
+    /// CLI config).
+    pub async fn find(settings: &Settings) -> Result<Self, ToolchainError> {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || Self::locate(&settings))
+            .await
+            .map_err(|e| ToolchainError::Lookup(e.to_string()))?
     }
 
     /// Environment for terraform: a clean slate plus the gateway's own settings. Nothing of the

@@ -35,7 +35,7 @@ impl LineSink for Ignore {
 }
 
 pub async fn validate(settings: &Settings, twin: &Twin) -> Result<Validation, ValidateError> {
-    let toolchain = Toolchain::locate(settings)?;
+    let toolchain = Toolchain::find(settings).await?;
     let dir = workspace::preview_dir(&settings.data_dir, &RunId::generate());
     let (target, data_dir, owned) = (dir.clone(), settings.data_dir.clone(), twin.clone());
     tokio::task::spawn_blocking(move || workspace::prepare(&target, &data_dir, &owned))

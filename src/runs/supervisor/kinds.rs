@@ -17,7 +17,8 @@ impl Supervisor {
         let kept = self.current_plan(twin).await;
         match &kept {
             Some((plan, bytes, changes)) => {
-                std::fs::write(step.workspace.dir.join(PLAN_FILE), bytes)
+                tokio::fs::write(step.workspace.dir.join(PLAN_FILE), bytes)
+                    .await
                     .map_err(|e| Stop::failed(format!("cannot write the previewed plan: {e}")))?;
                 step.sink.expect_changes(changes);
                 step.sink.line(
@@ -125,7 +126,8 @@ impl Supervisor {
         }
         let shown: serde_json::Value = serde_json::from_slice(&shown)
             .map_err(|e| Stop::failed(format!("terraform show printed invalid JSON: {e}")))?;
-        let bytes = std::fs::read(step.workspace.dir.join(PLAN_FILE))
+        let bytes = tokio::fs::read(step.workspace.dir.join(PLAN_FILE))
+            .await
             .map_err(|e| Stop::failed(format!("cannot read the plan file: {e}")))?;
         let (state, run_id, twin_id, hash) = (
             Arc::clone(&self.parts.state),

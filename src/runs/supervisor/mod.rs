@@ -355,8 +355,9 @@ impl Supervisor {
                 .await
                 .map_err(|e| Stop::failed(e.to_string()))?
                 .map_err(|e| Stop::failed(e.to_string()))?;
-        let toolchain =
-            Toolchain::locate(&self.parts.settings).map_err(|e| Stop::failed(e.to_string()))?;
+        let toolchain = Toolchain::find(&self.parts.settings)
+            .await
+            .map_err(|e| Stop::failed(e.to_string()))?;
         let backend_url = self
             .backend_url
             .get()

@@ -10,7 +10,7 @@ impl Supervisor {
         self.parts.grants.revoke(run_id);
         let work_dir = workspace::work_dir(&self.parts.settings.data_dir, twin_id);
         // A plan file holds planned values (secrets included) in clear: never keep it.
-        match std::fs::remove_file(work_dir.join(PLAN_FILE)) {
+        match tokio::fs::remove_file(work_dir.join(PLAN_FILE)).await {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(%run_id, %err, "could not remove the plan file");
             }
