@@ -285,13 +285,20 @@ pub async fn events(
     // Subscribe before reading the last stored number, so nothing slips between the two.
     let subscription = supervisor.hub().subscribe(&run.id, after);
     let run_id = run.id.clone();
-    let last = run_blocking(&store, move |s| s.last_event_seq(&run_id)).await?;
+    // The last number first, then the status: a run's end is stored in one transaction with
+    // its `done`, so a finished status here means `last` is that `done`, sent or not yet.
+    let (last, finished) = run_blocking(&store, move |s| {
+        let last = s.last_event_seq(&run_id)?;
+        let finished = s.get_run(&run_id)?.is_some_and(|r| r.status.is_finished());
+        Ok((last, finished))
+    })
+    .await?;
     if after > last {
         return Err(ApiError::Unprocessable(format!(
             "cursor {after} is beyond the run's last event ({last})"
         )));
     }
-    if after == last && !supervisor.hub().is_live(&run.id) {
+    if after == last && (finished || !supervisor.hub().is_live(&run.id)) {
         // A finished run read to its end: 204 tells EventSource to stop reconnecting.
         return Ok(HttpResponse::NoContent().finish());
     }
