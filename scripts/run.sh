@@ -8,4 +8,7 @@ cd "$root"
 "$root/scripts/setup.sh"
 
 cargo build --release --bin terrastream
-exec "$root/target/release/terrastream" serve --tools-dir "$root/tools" "$@"
+# Where cargo put it: target/, or wherever CARGO_TARGET_DIR (or a cargo config) says.
+target_dir="$(cargo metadata --format-version 1 --no-deps \
+    | "$root/tools/venv/bin/python" -I -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+exec "$target_dir/release/terrastream" serve --tools-dir "$root/tools" "$@"

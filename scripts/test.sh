@@ -35,3 +35,6 @@ if [[ ! -d e2e/node_modules/playwright-core ]]; then
     npm ci --prefix e2e --no-audit --no-fund
 fi
 npm --prefix e2e test
+
+# The README as a new user follows it: a fresh clone, its run command, its deploy lines.
+"$root/scripts/readme-test.sh"

@@ -67,6 +67,7 @@ impl Drop for RunsRuntime {
 
 impl Application {
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = settings.with_absolute_paths();
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",

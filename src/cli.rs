@@ -152,6 +152,6 @@ impl ServeArgs {
         let given = |path: &PathBuf| !path.as_os_str().is_empty();
         settings.price_book = self.price_book.filter(given);
         settings.provider_catalog = self.provider_catalog.filter(given);
-        settings
+        settings.with_absolute_paths()
     }
 }

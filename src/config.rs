@@ -78,7 +78,7 @@ impl Settings {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             bind: "127.0.0.1:8080".into(),
-            data_dir: data_dir.into(),
+            data_dir: absolute(data_dir.into()),
             terraform: None,
             tools_dir: None,
             jwt_secret: None,
@@ -102,6 +102,25 @@ impl Settings {
         }
     }
 
+    /// Every path setting made absolute against the current directory, once, so that nothing
+    /// downstream (terraform runs in another directory) can see a relative one. A bare
+    /// `--terraform` name (no `/`) is looked up on PATH.
+    pub fn with_absolute_paths(mut self) -> Self {
+        self.data_dir = absolute(self.data_dir);
+        self.tools_dir = self.tools_dir.map(absolute);
+        self.credentials_file = self.credentials_file.map(absolute);
+        self.price_book = self.price_book.map(absolute);
+        self.provider_catalog = self.provider_catalog.map(absolute);
+        self.terraform = self.terraform.map(|program| {
+            let bare = program.components().count() == 1 && !program.is_absolute();
+            match bare.then(|| on_path(&program)).flatten() {
+                Some(found) => found,
+                None => absolute(program),
+            }
+        });
+        self
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("terrastream.db")
     }
@@ -112,5 +131,64 @@ impl Settings {
 
     pub fn admin_token_path(&self) -> PathBuf {
         self.data_dir.join("admin-token")
+    }
+}
+
+/// `path` made absolute against the current directory (symlinks and `..` are kept as given).
+/// A current directory that cannot be read leaves the path as it is; the first use of it then
+/// names the problem.
+pub fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        return path;
+    }
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// The first `name` on PATH that is a file.
+fn on_path(name: &std::path::Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .map(absolute)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_setting_becomes_absolute() {
+        let mut settings = Settings::new("relative/data");
+        settings.tools_dir = Some("tools".into());
+        settings.credentials_file = Some("creds.env".into());
+        settings.price_book = Some("my book.json".into());
+        settings.provider_catalog = Some("./catalog.json".into());
+        settings.terraform = Some("bin/terraform".into());
+        let settings = settings.with_absolute_paths();
+        let cwd = std::env::current_dir().unwrap_or_default();
+        assert_eq!(settings.data_dir, cwd.join("relative/data"));
+        assert_eq!(settings.tools_dir, Some(cwd.join("tools")));
+        assert_eq!(settings.credentials_file, Some(cwd.join("creds.env")));
+        assert_eq!(settings.price_book, Some(cwd.join("my book.json")));
+        assert!(settings.provider_catalog.is_some_and(|p| p.is_absolute()));
+        assert_eq!(settings.terraform, Some(cwd.join("bin/terraform")));
+    }
+
+    #[test]
+    fn a_bare_terraform_name_is_looked_up_on_path() {
+        let settings = Settings {
+            terraform: Some("sh".into()),
+            ..Settings::new("/data")
+        }
+        .with_absolute_paths();
+        assert!(
+            settings
+                .terraform
+                .as_ref()
+                .is_some_and(|p| p.is_absolute() && p.ends_with("sh")),
+            "{:?}",
+            settings.terraform
+        );
     }
 }

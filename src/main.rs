@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
                     data_dir,
                 },
         } => {
+            let data_dir = terrastream::config::absolute(data_dir);
             std::fs::create_dir_all(&data_dir)?;
             let store = SqliteStore::open(&data_dir.join("terrastream.db"))?;
             let principal = Principal {
