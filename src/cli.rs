@@ -115,6 +115,18 @@ pub struct ServeArgs {
     /// Provider catalog of regions and sizes (JSON); default: the bundled one.
     #[arg(long, env = "TERRASTREAM_PROVIDER_CATALOG")]
     pub provider_catalog: Option<PathBuf>,
+    /// How terraform runs are isolated: `bubblewrap` (default; the gateway refuses to start
+    /// when it cannot run) or `none` (any twin's configuration can then read the gateway's
+    /// secrets: its admin token, state key and database).
+    #[arg(long, env = "TERRASTREAM_RUN_ISOLATION", default_value = "bubblewrap")]
+    pub run_isolation: crate::runs::IsolationMode,
+    /// Extra paths every run may read inside its isolation, comma-separated.
+    #[arg(long, env = "TERRASTREAM_RUN_READABLE", value_delimiter = ',')]
+    pub run_readable: Vec<PathBuf>,
+    /// Extra paths every run may write inside its isolation, comma-separated; every twin's
+    /// configuration reaches what is there.
+    #[arg(long, env = "TERRASTREAM_RUN_WRITABLE", value_delimiter = ',')]
+    pub run_writable: Vec<PathBuf>,
 }
 
 impl ServeArgs {
@@ -152,6 +164,9 @@ impl ServeArgs {
         let given = |path: &PathBuf| !path.as_os_str().is_empty();
         settings.price_book = self.price_book.filter(given);
         settings.provider_catalog = self.provider_catalog.filter(given);
+        settings.run_isolation = self.run_isolation;
+        settings.run_readable = self.run_readable.into_iter().filter(given).collect();
+        settings.run_writable = self.run_writable.into_iter().filter(given).collect();
         settings.with_absolute_paths()
     }
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::runs::IsolationMode;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Address to listen on; port 0 picks a free port.
@@ -50,6 +52,12 @@ pub struct Settings {
     pub price_book: Option<PathBuf>,
     /// The operator's provider catalog (JSON); default: the bundled one.
     pub provider_catalog: Option<PathBuf>,
+    /// How terraform runs are isolated from the gateway and from each other.
+    pub run_isolation: IsolationMode,
+    /// Extra paths every run may read (say, a CA bundle or a provider plugin cache).
+    pub run_readable: Vec<PathBuf>,
+    /// Extra paths every run may write. Whatever is here, every twin's configuration reaches.
+    pub run_writable: Vec<PathBuf>,
 }
 
 /// Time limits per terraform command. Generous by default: a hard limit that kills a long
@@ -99,6 +107,9 @@ impl Settings {
             shutdown_grace: Duration::from_secs(60),
             price_book: None,
             provider_catalog: None,
+            run_isolation: IsolationMode::default(),
+            run_readable: Vec::new(),
+            run_writable: Vec::new(),
         }
     }
 
@@ -111,6 +122,8 @@ impl Settings {
         self.credentials_file = self.credentials_file.map(absolute);
         self.price_book = self.price_book.map(absolute);
         self.provider_catalog = self.provider_catalog.map(absolute);
+        self.run_readable = self.run_readable.into_iter().map(absolute).collect();
+        self.run_writable = self.run_writable.into_iter().map(absolute).collect();
         self.terraform = self.terraform.map(|program| {
             let bare = program.components().count() == 1 && !program.is_absolute();
             match bare.then(|| on_path(&program)).flatten() {

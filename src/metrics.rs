@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -20,6 +20,8 @@ pub struct Metrics {
     /// From terraform's line being read to the event being stored and fanned out.
     pub event_lag: Histogram,
     pub requests: HistogramVec,
+    /// 1 for the isolation runs have (`mode` = `bubblewrap` or `none`).
+    pub run_isolation: IntGaugeVec,
 }
 
 impl Metrics {
@@ -59,7 +61,15 @@ impl Metrics {
         registry.register(Box::new(events_stored.clone()))?;
         registry.register(Box::new(events_sent.clone()))?;
         registry.register(Box::new(event_lag.clone()))?;
+        let run_isolation = IntGaugeVec::new(
+            Opts::new(
+                "run_isolation",
+                "How terraform runs are isolated (1 for the mode in force)",
+            ),
+            &["mode"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(run_isolation.clone()))?;
         Ok(Arc::new(Self {
             registry,
             runs,
@@ -70,6 +80,7 @@ impl Metrics {
             events_sent,
             event_lag,
             requests,
+            run_isolation,
         }))
     }
 

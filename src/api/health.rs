@@ -30,11 +30,13 @@ pub async fn readyz(
     if !supervisor.is_accepting() {
         problems.push("shutting down".to_owned());
     }
+    let isolation = supervisor.isolation().mode().as_str();
     if problems.is_empty() {
-        HttpResponse::Ok().json(json!({ "status": "ready" }))
+        HttpResponse::Ok().json(json!({ "status": "ready", "run_isolation": isolation }))
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "not_ready", "problems": problems }))
+        HttpResponse::ServiceUnavailable().json(
+            json!({ "status": "not_ready", "problems": problems, "run_isolation": isolation }),
+        )
     }
 }
 

@@ -93,7 +93,7 @@ pub async fn validate(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
-    let validation = crate::runs::validate::validate(&settings, &twin)
+    let validation = crate::runs::validate::validate(&settings, supervisor.isolation(), &twin)
         .await
         .map_err(|err| ApiError::Unavailable(format!("cannot validate: {err}")))?;
     Ok(HttpResponse::Ok().json(validation))

@@ -1,5 +1,6 @@
 //! Runs: terraform as child processes, walked through their stages, streamed into the hub.
 
+pub mod isolation;
 mod plan;
 mod process;
 pub mod secrets;
@@ -10,5 +11,6 @@ pub mod toolchain;
 pub mod validate;
 mod workspace;
 
+pub use isolation::{Isolation, IsolationMode};
 pub use supervisor::{RunError, Supervisor, SupervisorParts};
 pub use toolchain::{Toolchain, ToolchainError};

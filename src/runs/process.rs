@@ -65,6 +65,9 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub cwd: PathBuf,
     pub env: Vec<(OsString, OsString)>,
+    /// How far below the started process the command itself runs: 0 when it is started
+    /// directly, 2 inside bubblewrap (bwrap, then bwrap's init in the new pid namespace).
+    pub command_depth: usize,
 }
 
 /// A started process, its group id, and its output readers.
@@ -72,6 +75,7 @@ pub struct RunningProcess {
     child: Child,
     program: PathBuf,
     pgid: i32,
+    command_depth: usize,
     readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -112,6 +116,7 @@ impl RunningProcess {
             child,
             program: spec.program.clone(),
             pgid,
+            command_depth: spec.command_depth,
             readers,
         })
     }
@@ -121,12 +126,21 @@ impl RunningProcess {
         self.pgid
     }
 
-    fn signal(&self, signal: Signal) {
-        if self.pgid > 0 {
-            if let Err(err) = killpg(Pid::from_raw(self.pgid), signal) {
-                tracing::debug!(pgid = self.pgid, ?signal, %err, "signal not delivered");
+    /// One SIGINT to terraform itself, not to its providers or provisioners: they finish what
+    /// they are doing (terraform tells them to stop when it can). Terraform 1.0.3 runs under a
+    /// wrapper that ignores SIGINT: its child of the same program gets it too.
+    fn interrupt(&self) {
+        for pid in terraform_pids(self.pgid, self.command_depth) {
+            if let Err(err) = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGINT) {
+                tracing::debug!(pid, %err, "SIGINT not delivered");
             }
         }
+    }
+
+    /// SIGKILL to everything the process started: its group and, inside bubblewrap, the run's
+    /// own session (killing the pid namespace's init ends every process in it).
+    fn kill_all(&self) {
+        kill_tree(self.pgid);
     }
 
     /// Waits for the process. When `stop` fires: one SIGINT to the group (terraform finishes
@@ -143,12 +157,12 @@ impl RunningProcess {
             status = self.child.wait() => status,
             () = stop.cancelled() => {
                 interrupted = true;
-                self.signal(Signal::SIGINT);
+                self.interrupt();
                 match tokio::time::timeout(grace, self.child.wait()).await {
                     Ok(status) => status,
                     Err(_) => {
                         killed = true;
-                        self.signal(Signal::SIGKILL);
+                        self.kill_all();
                         self.child.wait().await
                     }
                 }
@@ -160,7 +174,7 @@ impl RunningProcess {
         })?;
         if !killed {
             // terraform is gone; make sure no provider it started outlives it.
-            self.signal(Signal::SIGKILL);
+            self.kill_all();
         }
         for reader in self.readers.drain(..) {
             let abort = reader.abort_handle();
@@ -272,9 +286,7 @@ pub async fn capture_stdout(
             source,
         })?;
     // terraform is gone; make sure no provider it started outlives it.
-    if pgid > 0 {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-    }
+    kill_tree(pgid);
     for line in output
         .stderr
         .split(|&b| b == b'\n')
@@ -288,6 +300,80 @@ pub async fn capture_stdout(
         killed: false,
     };
     Ok((exit, output.stdout))
+}
+
+/// The pid of the command `depth` levels below `leader` (the first child at each level), and
+/// its children running the same program (terraform 1.0.3's wrapper re-runs itself).
+fn terraform_pids(leader: i32, depth: usize) -> Vec<i32> {
+    if leader <= 0 {
+        return Vec::new();
+    }
+    let table = process_table();
+    let mut command = leader;
+    for _ in 0..depth {
+        match table.iter().find(|p| p.ppid == command) {
+            Some(child) => command = child.pid,
+            None => return vec![command],
+        }
+    }
+    let exe = |pid: i32| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let program = exe(command);
+    let mut pids = vec![command];
+    pids.extend(
+        table
+            .iter()
+            .filter(|p| p.ppid == command && program.is_some() && exe(p.pid) == program)
+            .map(|p| p.pid),
+    );
+    pids
+}
+
+/// SIGKILL to `leader`'s process group and to every group of its descendants.
+fn kill_tree(leader: i32) {
+    if leader <= 0 {
+        return;
+    }
+    let table = process_table();
+    let mut groups = vec![leader];
+    let mut frontier = vec![leader];
+    while let Some(parent) = frontier.pop() {
+        for child in table.iter().filter(|p| p.ppid == parent) {
+            frontier.push(child.pid);
+            if !groups.contains(&child.pgid) {
+                groups.push(child.pgid);
+            }
+        }
+    }
+    for group in groups {
+        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ProcessEntry {
+    pid: i32,
+    ppid: i32,
+    pgid: i32,
+}
+
+/// Every process's pid, parent and group, from `/proc`.
+fn process_table() -> Vec<ProcessEntry> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // After the command name in parentheses: state, ppid, pgrp.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let mut fields = rest.split_whitespace().skip(1);
+            let ppid = fields.next()?.parse().ok()?;
+            let pgid = fields.next()?.parse().ok()?;
+            Some(ProcessEntry { pid, ppid, pgid })
+        })
+        .collect()
 }
 
 #[cfg(test)]

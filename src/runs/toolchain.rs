@@ -70,6 +70,24 @@ impl Toolchain {
             .map_err(|e| ToolchainError::Lookup(e.to_string()))?
     }
 
+    /// What terraform needs to see, read-only, inside a run's jail: the tools folder, the
+    /// program (and its interpreter, for a script) and the CLI config.
+    pub fn readable_paths(&self) -> Vec<PathBuf> {
+        let mut paths = super::isolation::program_paths(&self.terraform);
+        if let Some(tools) = &self.tools_dir {
+            paths.push(tools.clone());
+            // A --terraform that wraps the tools folder's own terraform needs what it needs.
+            let programs = std::fs::read_dir(tools.join("bin")).into_iter().flatten();
+            for program in programs.flatten() {
+                paths.extend(super::isolation::program_paths(&program.path()));
+            }
+        }
+        paths.push(self.cli_config.clone());
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     /// Environment for terraform: a clean slate plus the gateway's own settings. Nothing of the
     /// gateway's own environment (tokens, JWT secret) leaks in; credentials are added by the
     /// caller.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::isolation::{Isolation, Jail};
 use super::process::{capture_stdout, LineSink, ProcessSpec};
 use super::toolchain::Toolchain;
 use super::workspace;
@@ -34,7 +35,11 @@ impl LineSink for Ignore {
     fn line(&self, _: LogStream, _: String, _: String) {}
 }
 
-pub async fn validate(settings: &Settings, twin: &Twin) -> Result<Validation, ValidateError> {
+pub async fn validate(
+    settings: &Settings,
+    isolation: &Isolation,
+    twin: &Twin,
+) -> Result<Validation, ValidateError> {
     let toolchain = Toolchain::find(settings).await?;
     let dir = workspace::preview_dir(&settings.data_dir, &RunId::generate());
     let (target, data_dir, owned) = (dir.clone(), settings.data_dir.clone(), twin.clone());
@@ -42,21 +47,33 @@ pub async fn validate(settings: &Settings, twin: &Twin) -> Result<Validation, Va
         .await
         .map_err(|e| ValidateError::Failed(e.to_string()))?
         .map_err(|e| ValidateError::Failed(e.to_string()))?;
-    let result = run_validation(settings, &toolchain, &dir).await;
+    let result = run_validation(settings, isolation, &toolchain, &dir).await;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     result
 }
 
 async fn run_validation(
     settings: &Settings,
+    isolation: &Isolation,
     toolchain: &Toolchain,
     dir: &std::path::Path,
 ) -> Result<Validation, ValidateError> {
-    let spec = |args: &[&str]| ProcessSpec {
-        program: toolchain.terraform.clone(),
-        args: args.iter().map(|a| (*a).to_owned()).collect(),
-        cwd: dir.to_path_buf(),
-        env: toolchain.base_env(),
+    // Validation runs the twin's configuration (init installs its providers): jailed like a run.
+    let mut readable = toolchain.readable_paths();
+    readable.extend(settings.run_readable.iter().cloned());
+    let jail = Jail {
+        writable: vec![dir.to_path_buf()],
+        readable,
+    };
+    let spec = |args: &[&str]| {
+        let spec = ProcessSpec {
+            program: toolchain.terraform.clone(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            cwd: dir.to_path_buf(),
+            env: toolchain.base_env(),
+            command_depth: 0,
+        };
+        isolation.wrap(spec, &jail)
     };
     let limit = settings.timeouts.plan;
     let run = |spec: ProcessSpec| async move {

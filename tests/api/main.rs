@@ -9,6 +9,7 @@ mod first_start;
 mod fuzz;
 mod health;
 mod helpers;
+mod isolation;
 mod preview;
 mod process_helpers;
 mod resilience;

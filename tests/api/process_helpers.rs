@@ -27,6 +27,8 @@ pub struct GatewayProcess {
     /// Arguments after `serve --data-dir <dir> --bind 127.0.0.1:0 --tools-dir <tools>
     /// --no-demo`, the same for every start.
     args: Vec<String>,
+    /// Environment variables added to the gateway's, the same for every start.
+    env: Vec<(String, String)>,
     /// Where each start's stderr (the gateway's log) goes: `gateway-<n>.log`.
     logs: TempDir,
     starts: usize,
@@ -41,10 +43,19 @@ impl std::ops::Deref for GatewayProcess {
 
 /// Starts the gateway binary on a fresh data directory with `args` added to its command line.
 pub async fn start_gateway(args: &[&str]) -> GatewayProcess {
+    start_gateway_with_env(args, &[]).await
+}
+
+/// [`start_gateway`] with variables added to the gateway's environment.
+pub async fn start_gateway_with_env(args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
     let data_dir = tempfile::tempdir().expect("cannot create a temporary data directory");
     let logs = tempfile::tempdir().expect("cannot create a directory for logs");
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let (child, address) = launch(data_dir.path(), &args, &log_path(&logs, 1)).await;
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let (child, address) = launch(data_dir.path(), &args, &env, &log_path(&logs, 1)).await;
     let token_file = Settings::new(data_dir.path()).admin_token_path();
     let admin_token = std::fs::read_to_string(&token_file)
         .unwrap_or_else(|e| panic!("no admin token in {}: {e}", token_file.display()))
@@ -62,6 +73,7 @@ pub async fn start_gateway(args: &[&str]) -> GatewayProcess {
         },
         child,
         args,
+        env,
         logs,
         starts: 1,
     }
@@ -84,7 +96,12 @@ fn client() -> reqwest::Client {
 
 /// Spawns `terrastream serve` on port 0, reads the port it got from its log, and waits until
 /// `GET /healthz` answers 200. Returns the child and `http://127.0.0.1:<port>`.
-async fn launch(data_dir: &Path, args: &[String], log: &Path) -> (Child, String) {
+async fn launch(
+    data_dir: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> (Child, String) {
     let stderr = std::fs::File::create(log).expect("cannot create the gateway's log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_terrastream"))
         .arg("serve")
@@ -94,6 +111,7 @@ async fn launch(data_dir: &Path, args: &[String], log: &Path) -> (Child, String)
         .arg("--tools-dir")
         .arg(tools_dir())
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         // The port is read from the `terrastream listening port=...` line.
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -161,7 +179,7 @@ fn read_log(log: &Path) -> String {
 }
 
 impl GatewayProcess {
-    fn pid(&self) -> Pid {
+    pub fn pid(&self) -> Pid {
         let pid = self.child.id().expect("the gateway was already reaped");
         Pid::from_raw(i32::try_from(pid).expect("a pid fits an i32"))
     }
@@ -204,6 +222,7 @@ impl GatewayProcess {
             app,
             mut child,
             args,
+            env,
             logs,
             starts,
         } = self;
@@ -215,6 +234,7 @@ impl GatewayProcess {
         let (child, address) = launch(
             app.settings.data_dir.as_path(),
             &args,
+            &env,
             &log_path(&logs, starts + 1),
         )
         .await;
@@ -227,6 +247,7 @@ impl GatewayProcess {
             },
             child,
             args,
+            env,
             logs,
             starts: starts + 1,
         };

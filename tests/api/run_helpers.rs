@@ -739,6 +739,11 @@ impl RecordingTerraform {
         Self { dir, program }
     }
 
+    /// Where the recordings go (runs must be able to write there).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
     /// Every invocation so far, in order.
     pub fn invocations(&self) -> Vec<Invocation> {
         let read = |name: String| -> Vec<String> {

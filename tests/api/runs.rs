@@ -17,7 +17,12 @@ use crate::run_helpers::{
 #[tokio::test]
 async fn a_deploy_streamed_on_the_post_shows_every_step_and_reads_back_after_a_restart() {
     let terraform = RecordingTerraform::new();
-    let app = spawn_run_app_with(|s| s.terraform = Some(terraform.program.clone())).await;
+    let app = spawn_run_app_with(|s| {
+        s.terraform = Some(terraform.program.clone());
+        // The recorder writes its copies beside itself, from inside the run's isolation.
+        s.run_writable = vec![terraform.dir()];
+    })
+    .await;
     let token = app.admin_token.clone();
     let resources = [
         Res::new("hub", 300),

@@ -21,17 +21,36 @@ impl Supervisor {
     }
 
     pub(super) fn spec(&self, step: &Step<'_>, args: &[&str]) -> ProcessSpec {
-        ProcessSpec {
-            program: step.toolchain.terraform.clone(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            cwd: step.workspace.dir.clone(),
-            env: self.env(step),
-        }
+        self.isolated(
+            step,
+            ProcessSpec {
+                program: step.toolchain.terraform.clone(),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+                cwd: step.workspace.dir.clone(),
+                env: self.env(step),
+                command_depth: 0,
+            },
+        )
+    }
+
+    /// `spec` as it runs in the run's jail: its working and sandbox directories writable, the
+    /// toolchain readable, nothing else of the gateway's.
+    pub(super) fn isolated(&self, step: &Step<'_>, spec: ProcessSpec) -> ProcessSpec {
+        let settings = &self.parts.settings;
+        let mut writable = vec![
+            step.workspace.dir.clone(),
+            step.workspace.sandbox_dir.clone(),
+        ];
+        writable.extend(settings.run_writable.iter().cloned());
+        let mut readable = step.toolchain.readable_paths();
+        readable.extend(settings.run_readable.iter().cloned());
+        let jail = Jail { writable, readable };
+        self.parts.isolation.wrap(spec, &jail)
     }
 
     pub(super) async fn terraform(&self, step: &Step<'_>, args: &[&str]) -> Result<(), Stop> {
         let spec = self.spec(step, args);
-        let exit = self.spawn_and_wait(step, &spec).await?;
+        let exit = self.spawn_and_wait(step, &spec, args[0]).await?;
         if exit.success() {
             return Ok(());
         }
@@ -45,10 +64,13 @@ impl Supervisor {
         })
     }
 
+    /// Runs `spec` (whose command is terraform's `what`, or another step of the run) under
+    /// the stop ladder and the time limit of `what`.
     pub(super) async fn spawn_and_wait(
         &self,
         step: &Step<'_>,
         spec: &ProcessSpec,
+        what: &str,
     ) -> Result<Exit, Stop> {
         if step.stop.is_cancelled() {
             return Err(Stop::Cancelled);
@@ -68,7 +90,7 @@ impl Supervisor {
             tracing::warn!(%err, "could not record the terraform process group");
         }
         // The stop ladder fires on cancel, on shutdown, or when the command's time is up.
-        let (limit, what) = self.time_limit(&spec.args);
+        let limit = self.time_limit(what);
         let ladder = step.stop.child_token();
         let timed_out = Arc::new(AtomicBool::new(false));
         let timer = tokio::spawn({
@@ -109,17 +131,16 @@ impl Supervisor {
         Ok(exit)
     }
 
-    /// The time limit of a command, by what it does.
-    pub(super) fn time_limit(&self, args: &[String]) -> (Duration, String) {
+    /// The time limit of a terraform command, by what it does; the cleanup step of a destroy
+    /// counts as the destroy.
+    pub(super) fn time_limit(&self, what: &str) -> Duration {
         let timeouts = &self.parts.settings.timeouts;
-        let what = args.first().map_or("command", String::as_str);
-        let limit = match what {
+        match what {
             "init" => timeouts.init,
             "apply" => timeouts.apply,
-            "destroy" => timeouts.destroy,
+            "destroy" | "cleanup" => timeouts.destroy,
             _ => timeouts.plan,
-        };
-        (limit, what.to_owned())
+        }
     }
 
     pub(super) async fn capture(
@@ -132,7 +153,8 @@ impl Supervisor {
         }
         let sink: Arc<dyn LineSink> = step.sink.clone();
         let spec = self.spec(step, args);
-        let (limit, what) = self.time_limit(&spec.args);
+        let what = args[0];
+        let limit = self.time_limit(what);
         match tokio::time::timeout(limit, capture_stdout(&spec, sink)).await {
             Ok(result) => result.map_err(|e| Stop::failed(e.to_string())),
             Err(_) => Err(Stop::failed(format!(

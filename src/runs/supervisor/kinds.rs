@@ -239,13 +239,19 @@ impl Supervisor {
             clock::now(),
         );
         if let Some(command) = &self.parts.settings.cleanup_command {
-            let spec = ProcessSpec {
-                program: "/bin/sh".into(),
-                args: vec!["-c".into(), command.clone()],
-                cwd: step.workspace.dir.clone(),
-                env: self.env(step),
-            };
-            let exit = self.spawn_and_wait(step, &spec).await?;
+            // The operator's command runs in the run's jail too: it works in a directory of the
+            // twin's files.
+            let spec = self.isolated(
+                step,
+                ProcessSpec {
+                    program: "/bin/sh".into(),
+                    args: vec!["-c".into(), command.clone()],
+                    cwd: step.workspace.dir.clone(),
+                    env: self.env(step),
+                    command_depth: 0,
+                },
+            );
+            let exit = self.spawn_and_wait(step, &spec, "cleanup").await?;
             if !exit.success() {
                 return Err(Stop::Failed {
                     error: format!("the cleanup command failed (exit code {:?})", exit.code),

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::isolation::{Isolation, Jail};
 use super::plan;
 use super::process::{capture_stdout, Exit, LineSink, ProcessSpec, RunningProcess};
 use super::secrets::{Credentials, Masker};
@@ -110,6 +111,8 @@ pub struct SupervisorParts {
     pub runtime: Handle,
     pub credentials: Credentials,
     pub metrics: Arc<Metrics>,
+    /// How every terraform process is isolated (checked at start).
+    pub isolation: Isolation,
 }
 
 pub struct Supervisor {
@@ -159,6 +162,10 @@ impl Supervisor {
 
     pub fn pending_runs(&self) -> usize {
         self.queue.lock().map_or(0, |queue| queue.len())
+    }
+
+    pub fn isolation(&self) -> &Isolation {
+        &self.parts.isolation
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
