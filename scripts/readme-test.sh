@@ -76,7 +76,7 @@ grep -q "Admin token" "$work/gateway.log" || fail "the first start did not print
 printf 'readme-test: the README deploy lines\n' >&2
 deploy_lines="${deploy_lines//localhost:8080/localhost:$port}"
 deploy_lines="${deploy_lines//127.0.0.1:8080/127.0.0.1:$port}"
-stream="$(bash -euo pipefail -c "$deploy_lines")" || fail "the README's deploy lines failed"
+stream="$(bash -euo pipefail -c "$deploy_lines" 2>"$work/deploy.err")" || fail "the README's deploy lines failed: $(tail -n 5 "$work/deploy.err")"
 printf '%s\n' "$stream" >"$work/stream.txt"
 done_line="$(grep '^data: .*"type":"done"' "$work/stream.txt" | tail -n 1)"
 [[ -n "$done_line" ]] || fail "the deploy stream has no done event:
