@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// Accept HS256 JWTs signed with this secret (claim `sub` = owner, `admin` = bool).
     #[arg(long, env = "TERRASTREAM_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Also accept JWTs without an `exp` claim; they then never expire.
+    #[arg(long, env = "TERRASTREAM_JWT_ALLOW_NO_EXP")]
+    pub jwt_allow_no_exp: bool,
     /// Origins allowed by CORS, comma-separated ("*" for any).
     #[arg(long, env = "TERRASTREAM_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -136,6 +139,7 @@ impl ServeArgs {
         settings.terraform = self.terraform;
         settings.tools_dir = self.tools_dir;
         settings.jwt_secret = self.jwt_secret.filter(|s| !s.is_empty());
+        settings.jwt_allow_no_exp = self.jwt_allow_no_exp;
         settings.cors_origins = self
             .cors_origins
             .into_iter()

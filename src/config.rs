@@ -17,6 +17,8 @@ pub struct Settings {
     pub tools_dir: Option<PathBuf>,
     /// Accept HS256 JWTs signed with this secret (`sub` = owner).
     pub jwt_secret: Option<String>,
+    /// Also accept JWTs without an `exp` claim (they never expire).
+    pub jwt_allow_no_exp: bool,
     /// Origins allowed by CORS (the Flutter web build); empty allows none.
     pub cors_origins: Vec<String>,
     /// Largest accepted request body.
@@ -90,6 +92,7 @@ impl Settings {
             terraform: None,
             tools_dir: None,
             jwt_secret: None,
+            jwt_allow_no_exp: false,
             cors_origins: Vec::new(),
             max_body_bytes: 4 * 1024 * 1024,
             session_ttl: Duration::from_secs(12 * 3600),

@@ -28,6 +28,8 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     grants: Arc<RunGrants>,
     jwt: Option<DecodingKey>,
+    /// Accept JWTs without `exp` (they never expire); off unless the operator asks.
+    jwt_allow_no_exp: bool,
     session_ttl: chrono::Duration,
     secure_cookies: bool,
 }
@@ -52,6 +54,7 @@ impl Authenticator {
                 .jwt_secret
                 .as_deref()
                 .map(|s| DecodingKey::from_secret(s.as_bytes())),
+            jwt_allow_no_exp: settings.jwt_allow_no_exp,
             session_ttl: chrono::Duration::from_std(settings.session_ttl)
                 .unwrap_or_else(|_| chrono::Duration::hours(12)),
             secure_cookies: settings.secure_cookies,
@@ -62,7 +65,12 @@ impl Authenticator {
     pub async fn principal_for_token(&self, token: &str) -> Result<Option<Principal>, ApiError> {
         if let (Some(key), 3) = (&self.jwt, token.split('.').count()) {
             let mut validation = Validation::new(Algorithm::HS256);
-            validation.set_required_spec_claims(&["sub"]);
+            // A token without `exp` would be valid forever: refused unless the operator says.
+            if self.jwt_allow_no_exp {
+                validation.set_required_spec_claims(&["sub"]);
+            } else {
+                validation.set_required_spec_claims(&["sub", "exp"]);
+            }
             return Ok(jsonwebtoken::decode::<JwtClaims>(token, key, &validation)
                 .ok()
                 .filter(|data| !data.claims.sub.trim().is_empty())

@@ -45,8 +45,9 @@ pub async fn metrics(
     metrics: web::Data<Metrics>,
     supervisor: web::Data<Supervisor>,
 ) -> HttpResponse {
-    let active = supervisor.active_runs();
+    // Runs waiting in the queue are pending, not active.
     let pending = supervisor.pending_runs();
+    let active = supervisor.active_runs().saturating_sub(pending);
     metrics
         .runs_active
         .set(i64::try_from(active).unwrap_or(i64::MAX));

@@ -147,6 +147,10 @@ pub async fn cancel(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let queued = twin
+        .active_job_id
+        .as_ref()
+        .is_some_and(|run| supervisor.queue_position(run).is_some());
     let run_id = twin
         .active_job_id
         .filter(|run| supervisor.cancel(run))
@@ -156,7 +160,7 @@ pub async fn cancel(
                 format!("twin {} has no active run to cancel", twin.id),
             ))
         })?;
-    Ok(cancelling(&run_id, &principal))
+    Ok(cancelling(&run_id, &principal, queued))
 }
 
 /// `POST /runs/{id}/cancel`: stops any active run, including a plan preview or drift check
@@ -167,21 +171,29 @@ pub async fn cancel_run(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let run = visible_run(&supervisor.store(), &principal, &path).await?;
+    let queued = supervisor.queue_position(&run.id).is_some();
     if !supervisor.cancel(&run.id) {
         return Err(ApiError::Conflict(crate::store::Conflict::new(
             "no_active_run",
             format!("run {} is not running ({})", run.id, run.status),
         )));
     }
-    Ok(cancelling(&run.id, &principal))
+    Ok(cancelling(&run.id, &principal, queued))
 }
 
-fn cancelling(run_id: &RunId, principal: &Principal) -> HttpResponse {
-    tracing::info!(%run_id, by = %principal.owner, "run cancel requested");
+/// The answer to a cancel: a run still waiting for a slot ends at once having changed nothing;
+/// a working one gets terraform's graceful stop.
+fn cancelling(run_id: &RunId, principal: &Principal, queued: bool) -> HttpResponse {
+    tracing::info!(%run_id, by = %principal.owner, queued, "run cancel requested");
+    let message = if queued {
+        "the run was still waiting for a slot: it ends now; terraform never ran and the twin keeps its status"
+    } else {
+        "terraform was asked to stop: it lets in-flight operations finish (it stops provisioners itself) and saves the state"
+    };
     HttpResponse::Accepted().json(json!({
         "job_id": run_id,
         "status": "cancelling",
-        "message": "terraform was asked to stop; it finishes in-flight operations first",
+        "message": message,
     }))
 }
 
@@ -329,7 +341,19 @@ pub async fn logs(
         )));
     }
     let (run_id, after) = (run.id.clone(), query.after_event_id);
-    let page = run_blocking(&store, move |s| s.events_after(&run_id, after, limit + 1)).await?;
+    let (page, last) = run_blocking(&store, move |s| {
+        Ok((
+            s.events_after(&run_id, after, limit + 1)?,
+            s.last_event_seq(&run_id)?,
+        ))
+    })
+    .await?;
+    // As the stream answers it: a cursor past the last stored event is a client's mistake.
+    if after > last {
+        return Err(ApiError::Unprocessable(format!(
+            "after_event_id {after} is beyond the run's last event ({last})"
+        )));
+    }
     let has_more = page.len() > limit;
     let events: Vec<serde_json::Value> = page
         .into_iter()

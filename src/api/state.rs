@@ -348,7 +348,7 @@ pub fn infrastructure_status(
         json!({
             "job_id": run.id,
             "checked_at": run.end_time,
-            "outcome": run.status,
+            "outcome": run.status.outcome(),
             "drifted_count": drifted.as_array().map_or(0, Vec::len),
             "drifted": drifted,
         })

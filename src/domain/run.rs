@@ -134,6 +134,16 @@ impl Outcome {
 }
 
 impl RunStatus {
+    /// How a finished run ended, in the words of its `done` event.
+    pub const fn outcome(self) -> Option<Outcome> {
+        match self {
+            RunStatus::Completed => Some(Outcome::Succeeded),
+            RunStatus::Failed => Some(Outcome::Failed),
+            RunStatus::Cancelled => Some(Outcome::Cancelled),
+            RunStatus::Pending | RunStatus::Processing => None,
+        }
+    }
+
     pub fn is_finished(self) -> bool {
         matches!(
             self,
@@ -314,6 +324,14 @@ mod tests {
         .data(&job);
         assert_eq!(stage["label"], "SDK cleanup...");
         assert_eq!(stage["stage"], "cleanup");
+    }
+
+    #[test]
+    fn a_finished_status_names_the_outcome_done_said() {
+        for outcome in Outcome::ALL {
+            assert_eq!(outcome.run_status().outcome(), Some(*outcome));
+        }
+        assert_eq!(RunStatus::Pending.outcome(), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Runs: terraform as child processes, walked through their stages, streamed into the hub.
 
 pub mod isolation;
+mod lockfile;
 mod plan;
 mod process;
 pub mod secrets;

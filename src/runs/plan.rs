@@ -4,8 +4,6 @@
 
 use serde_json::{json, Value};
 
-use crate::state::MASK;
-
 /// Resources present once the plan is applied (created, updated, replaced or unchanged):
 /// `[{"address", "type", "actions", "attributes"}]`.
 pub fn resources_after(shown: &Value) -> Vec<Value> {
@@ -31,32 +29,21 @@ pub fn resources_after(shown: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Top-level attributes with the ones terraform marks sensitive replaced by the mask.
+/// The planned attributes with exactly what terraform's `after_sensitive` marks replaced by
+/// the mask. `after_sensitive` mirrors the value's shape: `true` marks a value (at any depth),
+/// `false`, `{}` or `[]` mark nothing, an object or array marks inside it.
 fn masked(after: &Value, sensitive: &Value) -> Value {
-    let Some(attributes) = after.as_object() else {
-        return json!({});
-    };
-    attributes
-        .iter()
-        .map(|(name, value)| {
-            let hidden = match &sensitive[name] {
-                Value::Bool(flag) => *flag,
-                Value::Null => false,
-                // Nested sensitivity: hide the whole attribute rather than walk it.
-                _ => true,
-            };
-            (
-                name.clone(),
-                if hidden { json!(MASK) } else { value.clone() },
-            )
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
+    if after.is_object() {
+        crate::state::mask_marked(after, sensitive)
+    } else {
+        json!({})
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::MASK;
 
     #[test]
     fn deleted_resources_are_gone_and_sensitive_attributes_masked() {
@@ -76,5 +63,35 @@ mod tests {
         assert_eq!(after[0]["address"], "a.x");
         assert_eq!(after[0]["attributes"]["kind"], "database");
         assert_eq!(after[0]["attributes"]["secret"], MASK);
+    }
+
+    /// As terraform marks the sandbox provider's resources: `properties` is a map with nothing
+    /// sensitive in it (`{}`), `secret` is sensitive.
+    #[test]
+    fn an_empty_sensitivity_structure_hides_nothing_and_nested_marks_hide_exactly_themselves() {
+        let shown = json!({
+            "resource_changes": [
+                {"address": "s.a", "type": "s", "mode": "managed",
+                 "change": {"actions": ["create"],
+                            "after": {"name": "a", "properties": {"tier": "gold", "token": "t0k3n-value"},
+                                      "tags": ["x", "hidden-one"], "secret": "s3cr3t"},
+                            "after_sensitive": {"properties": {"token": true}, "tags": [false, true],
+                                                "secret": true}}},
+                {"address": "s.b", "type": "s", "mode": "managed",
+                 "change": {"actions": ["create"],
+                            "after": {"name": "b", "properties": {"tier": "silver"}, "secret": "x"},
+                            "after_sensitive": {"properties": {}, "secret": true}}}
+            ]
+        });
+        let after = resources_after(&shown);
+        let a = &after[0]["attributes"];
+        assert_eq!(a["properties"]["tier"], "gold");
+        assert_eq!(a["properties"]["token"], MASK);
+        assert_eq!(a["tags"], json!(["x", MASK]));
+        assert_eq!(a["secret"], MASK);
+        let b = &after[1]["attributes"];
+        assert_eq!(b["properties"], json!({"tier": "silver"}));
+        assert_eq!(b["name"], "b");
+        assert!(!after.iter().any(|r| r.to_string().contains("t0k3n-value")));
     }
 }

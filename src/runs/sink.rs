@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::process::LineSink;
 use super::secrets::Masker;
 use super::tfjson::{self, Progress};
-use crate::domain::{LogStream, RunEvent, RunId};
+use crate::domain::{LogStream, RunEvent, RunId, Stage};
 use crate::hub::EventHub;
 
 /// Turns terraform's lines into events: secrets masked, `-json` objects shown as their
@@ -33,6 +33,8 @@ struct SinkState {
     summary: Option<serde_json::Value>,
     /// Resources changed or deleted outside terraform.
     drifted: Vec<serde_json::Value>,
+    /// The stage to announce once terraform has made its plan (an apply that plans first).
+    after_plan: Option<Stage>,
 }
 
 impl Default for SinkState {
@@ -44,6 +46,7 @@ impl Default for SinkState {
             changes: Vec::new(),
             summary: None,
             drifted: Vec::new(),
+            after_plan: None,
         }
     }
 }
@@ -81,6 +84,15 @@ impl RunSink {
             .lock()
             .map(|s| s.drifted.clone())
             .unwrap_or_default()
+    }
+
+    /// Announces `stage` when the next command starts applying (its first change, or its
+    /// apply summary when there is nothing to change): `apply -auto-approve` plans and
+    /// applies in one.
+    pub(super) fn stage_after_plan(&self, stage: Stage) {
+        if let Ok(mut state) = self.state.lock() {
+            state.after_plan = Some(stage);
+        }
     }
 
     /// Applying a kept plan: its changes are the work the progress bar counts.
@@ -121,11 +133,15 @@ impl LineSink for RunSink {
         }
         let line = self.masker.mask(line);
         let mut progress = None;
+        let mut next_stage = None;
         let text = match tfjson::parse(&line) {
             Some(message) => {
                 let error = message.error_summary();
                 if let Ok(mut state) = self.state.lock() {
                     collect(&mut state, &message);
+                    if message.starts_applying() {
+                        next_stage = state.after_plan.take();
+                    }
                     if let Some(error) = &error {
                         state.last_error = Some(error.clone());
                     }
@@ -150,11 +166,19 @@ impl LineSink for RunSink {
                 line
             }
         };
-        self.publish(&RunEvent::Log {
-            stream,
-            line: text,
-            ts,
-        });
+        if let Some(stage) = next_stage {
+            self.publish(&RunEvent::Stage { stage });
+        }
+        // One event per line: a `-json` message's text (an interrupt notice, a lock error) may
+        // hold several.
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        for line in text.split('\n') {
+            self.publish(&RunEvent::Log {
+                stream,
+                line: line.to_owned(),
+                ts: ts.clone(),
+            });
+        }
         if let Some(progress) = progress {
             self.publish(&progress);
         }

@@ -30,6 +30,19 @@ pub fn parse(line: &str) -> Option<Message> {
 }
 
 impl Message {
+    /// The summary that ends a plan (`Plan: 2 to add, ...`), also the one an `apply` prints
+    /// before it starts applying.
+    pub fn is_plan_summary(&self) -> bool {
+        self.kind == "change_summary" && self.raw["changes"]["operation"] == "plan"
+    }
+
+    /// The first message of an apply's applying, after its plan: a change starting, or the
+    /// apply's summary when there was nothing to change.
+    pub fn starts_applying(&self) -> bool {
+        self.kind == "apply_start"
+            || (self.kind == "change_summary" && self.raw["changes"]["operation"] == "apply")
+    }
+
     /// For an error diagnostic, its summary (and detail), to say why a run failed.
     pub fn error_summary(&self) -> Option<String> {
         if self.kind != "diagnostic" || self.raw["diagnostic"]["severity"] != "error" {
@@ -219,6 +232,21 @@ mod tests {
             assert_eq!(progress.percent(), 100);
             // Operations over 10 s are announced while they run.
             assert!(messages.iter().any(|m| m.kind == "apply_progress"));
+        }
+
+        /// An `apply -auto-approve` plans first: its plan's summary comes before the first
+        /// change starts, in 1.15.5 and 1.0.3 alike, and only once.
+        #[test]
+        fn an_apply_that_plans_first_ends_its_plan_with_one_plan_summary() {
+            for transcript in [APPLY_FAILED, APPLY_OLD] {
+                let messages: Vec<Message> = transcript.lines().filter_map(parse).collect();
+                let summaries: Vec<usize> = (0..messages.len())
+                    .filter(|i| messages[*i].is_plan_summary())
+                    .collect();
+                assert_eq!(summaries.len(), 1);
+                let first_start = messages.iter().position(|m| m.kind == "apply_start");
+                assert!(first_start.is_some_and(|start| summaries[0] < start));
+            }
         }
 
         #[test]

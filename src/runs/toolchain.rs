@@ -70,6 +70,48 @@ impl Toolchain {
             .map_err(|e| ToolchainError::Lookup(e.to_string()))?
     }
 
+    /// The local provider mirror, if the tools folder has one.
+    pub fn mirror(&self) -> Option<PathBuf> {
+        self.tools_dir
+            .as_ref()
+            .map(|t| t.join(PROVIDER_MIRROR))
+            .filter(|m| m.is_dir())
+    }
+
+    /// A fingerprint of the local provider mirror (every file's path, size and modification
+    /// time): it changes when a provider there is rebuilt.
+    pub fn providers_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        if let Some(mirror) = self.tools_dir.as_ref().map(|t| t.join(PROVIDER_MIRROR)) {
+            let mut pending = vec![mirror];
+            let mut files = Vec::new();
+            while let Some(dir) = pending.pop() {
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let path = entry.path();
+                    match entry.metadata() {
+                        Ok(meta) if meta.is_dir() => pending.push(path),
+                        Ok(meta) => {
+                            let modified = meta
+                                .modified()
+                                .ok()
+                                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                                .map_or(0, |d| d.as_nanos());
+                            files.push(format!("{} {} {modified}", path.display(), meta.len()));
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            files.sort();
+            for file in files {
+                hash.update(file.as_bytes());
+                hash.update(b"\n");
+            }
+        }
+        hex::encode(hash.finalize())
+    }
+
     /// What terraform needs to see, read-only, inside a run's jail: the tools folder, the
     /// program (and its interpreter, for a script) and the CLI config.
     pub fn readable_paths(&self) -> Vec<PathBuf> {

@@ -42,8 +42,13 @@ pub async fn validate(
 ) -> Result<Validation, ValidateError> {
     let toolchain = Toolchain::find(settings).await?;
     let dir = workspace::preview_dir(&settings.data_dir, &RunId::generate());
-    let (target, data_dir, owned) = (dir.clone(), settings.data_dir.clone(), twin.clone());
-    tokio::task::spawn_blocking(move || workspace::prepare(&target, &data_dir, &owned))
+    let (target, data_dir, owned, tools) = (
+        dir.clone(),
+        settings.data_dir.clone(),
+        twin.clone(),
+        toolchain.clone(),
+    );
+    tokio::task::spawn_blocking(move || workspace::prepare(&target, &data_dir, &owned, &tools))
         .await
         .map_err(|e| ValidateError::Failed(e.to_string()))?
         .map_err(|e| ValidateError::Failed(e.to_string()))?;

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::lockfile;
+use super::toolchain::Toolchain;
 use crate::domain::{RunId, Twin, TwinId};
 
 /// Files the gateway writes itself (users cannot name files `terrastream_*`).
@@ -12,6 +14,9 @@ const VARIABLES: &str = "terrastream_variables.auto.tfvars.json";
 /// `TF_HTTP_*` variables, never from files.
 const BACKEND_OVERRIDE: &str = "terrastream_backend_override.tf";
 const BACKEND: &str = "# Written by terrastream: state is kept by the gateway.\nterraform {\n  backend \"http\" {}\n}\n";
+/// Which provider packages the lock file was made from (see [`prepare`]).
+const LOCK_SOURCE: &str = "terrastream_lock_source.txt";
+const LOCK_FILE: &str = ".terraform.lock.hcl";
 /// Where terraform leaves a state it could not save.
 pub const ERRORED_STATE: &str = "errored.tfstate";
 pub const PLAN_FILE: &str = "terrastream.tfplan";
@@ -44,8 +49,13 @@ pub fn sandbox_dir(data_dir: &Path, twin_id: &TwinId) -> PathBuf {
 }
 
 /// Writes the twin's current files (removing ones an earlier configuration had) and its
-/// variables.
-pub fn prepare(dir: &Path, data_dir: &Path, twin: &Twin) -> Result<Workspace, WorkspaceError> {
+/// variables, and keeps the provider lock file while it still fits the local provider mirror.
+pub fn prepare(
+    dir: &Path,
+    data_dir: &Path,
+    twin: &Twin,
+    toolchain: &Toolchain,
+) -> Result<Workspace, WorkspaceError> {
     let dir = dir.to_path_buf();
     let fail = |source| WorkspaceError {
         dir: dir.clone(),
@@ -81,12 +91,7 @@ pub fn prepare(dir: &Path, data_dir: &Path, twin: &Twin) -> Result<Workspace, Wo
     std::fs::write(dir.join(BACKEND_OVERRIDE), BACKEND).map_err(fail)?;
     let manifest = serde_json::to_vec(&current).unwrap_or_else(|_| b"[]".to_vec());
     std::fs::write(dir.join(MANIFEST), manifest).map_err(fail)?;
-    // The lock file pins provider checksums; the local mirror's sandbox provider changes when
-    // it is rebuilt, so let init write a fresh one.
-    match std::fs::remove_file(dir.join(".terraform.lock.hcl")) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(fail(err)),
-        _ => {}
-    }
+    keep_lock_file(&dir, &work_dir(data_dir, &twin.id), twin, toolchain).map_err(fail)?;
 
     let sandbox_dir = sandbox_dir(data_dir, &twin.id);
     std::fs::create_dir_all(&sandbox_dir).map_err(|source| WorkspaceError {
@@ -94,4 +99,47 @@ pub fn prepare(dir: &Path, data_dir: &Path, twin: &Twin) -> Result<Workspace, Wo
         source,
     })?;
     Ok(Workspace { dir, sandbox_dir })
+}
+
+/// The lock file pins provider checksums. It is kept between runs, and a preview or validation
+/// starts from its twin's. Where there is none yet, or the mirror was rebuilt since (a new
+/// sandbox provider binary under the same version would fail init on the old checksums), it
+/// is written anew with the mirror's own hashes for the providers the twin names, so terraform
+/// never has to make them and warn about it.
+fn keep_lock_file(
+    dir: &Path,
+    twin_dir: &Path,
+    twin: &Twin,
+    toolchain: &Toolchain,
+) -> std::io::Result<()> {
+    let source = toolchain.providers_fingerprint();
+    let fits = |dir: &Path| {
+        std::fs::read_to_string(dir.join(LOCK_SOURCE)).is_ok_and(|s| s == source)
+            && dir.join(LOCK_FILE).is_file()
+    };
+    if fits(dir) {
+        return Ok(());
+    }
+    if dir != twin_dir && fits(twin_dir) {
+        std::fs::copy(twin_dir.join(LOCK_FILE), dir.join(LOCK_FILE))?;
+    } else {
+        let providers = toolchain
+            .mirror()
+            .map(|mirror| lockfile::mirrored_providers(&mirror))
+            .unwrap_or_default();
+        let configuration: String = twin
+            .files
+            .iter()
+            .filter(|(path, _)| path.is_configuration())
+            .map(|(_, content)| content.as_str())
+            .collect();
+        match lockfile::lock_file_for(&providers, &configuration) {
+            Some(text) => std::fs::write(dir.join(LOCK_FILE), text)?,
+            None => match std::fs::remove_file(dir.join(LOCK_FILE)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            },
+        }
+    }
+    std::fs::write(dir.join(LOCK_SOURCE), source)
 }

@@ -52,6 +52,9 @@ pub struct Summary {
     pub serial: i64,
     pub lineage: String,
     pub resource_count: i64,
+    /// Its outputs, sensitive values masked; `None` when it has none. While the state is
+    /// current, these are the twin's `terraform_outputs`.
+    pub outputs: Option<Value>,
 }
 
 /// Reads serial, lineage and the managed resource instance count of a state document.
@@ -75,10 +78,13 @@ pub fn summarize(state: &Value) -> Result<Summary, StateError> {
                 .sum::<usize>()
         })
         .unwrap_or(0);
+    let outputs = Some(mask_outputs(&state["outputs"]))
+        .filter(|outputs| outputs.as_object().is_some_and(|o| !o.is_empty()));
     Ok(Summary {
         serial,
         lineage,
         resource_count: i64::try_from(resource_count).unwrap_or(i64::MAX),
+        outputs,
     })
 }
 
@@ -103,20 +109,63 @@ pub fn mask_state(state: &Value) -> Value {
                 .cloned()
                 .unwrap_or_default();
             for path in paths {
-                // Mask the whole top-level attribute a sensitive path starts in.
-                if let Some(name) = path
-                    .as_array()
-                    .and_then(|steps| steps.first())
-                    .and_then(|s| s["value"].as_str())
-                {
-                    if let Some(attribute) = instance["attributes"].get_mut(name) {
-                        *attribute = json!(MASK);
-                    }
-                }
+                mask_path(&mut instance["attributes"], &path);
             }
         }
     }
     masked
+}
+
+/// Masks the value a state's `sensitive_attributes` path points at: a list of steps
+/// `{"type": "get_attr", "value": name}` or `{"type": "index", "value": {"value": key}}`. A
+/// path that leads nowhere masks nothing more than what it could reach.
+fn mask_path(attributes: &mut Value, path: &Value) {
+    let Some(steps) = path.as_array() else { return };
+    let mut target = attributes;
+    for step in steps {
+        let key = match step["type"].as_str() {
+            Some("get_attr") => step["value"].clone(),
+            Some("index") => step["value"]["value"].clone(),
+            _ => return,
+        };
+        let next = match (&key, target) {
+            (Value::String(name), Value::Object(map)) => map.get_mut(name),
+            (Value::Number(n), Value::Array(items)) => n
+                .as_u64()
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| items.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(value) => target = value,
+            None => return,
+        }
+    }
+    *target = json!(MASK);
+}
+
+/// `value` with exactly what a terraform sensitivity structure marks replaced by the mask:
+/// `true` marks the value at that place (at any depth); `false`, `null`, `{}` and `[]` mark
+/// nothing; an object or array marks inside the value's object or array.
+pub fn mask_marked(value: &Value, marks: &Value) -> Value {
+    match (value, marks) {
+        (_, Value::Bool(true)) => json!(MASK),
+        (Value::Object(map), Value::Object(inner)) => map
+            .iter()
+            .map(|(key, item)| {
+                let mark = inner.get(key).unwrap_or(&Value::Null);
+                (key.clone(), mask_marked(item, mark))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        (Value::Array(items), Value::Array(inner)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| mask_marked(item, inner.get(i).unwrap_or(&Value::Null)))
+            .collect::<Vec<_>>()
+            .into(),
+        _ => value.clone(),
+    }
 }
 
 /// `terraform output -json` with sensitive values replaced by the mask:
@@ -392,7 +441,7 @@ impl StateService {
         };
         Ok(self
             .store
-            .insert_state_version(&version, expected)?
+            .insert_state_version(&version, expected, summary.outputs.as_ref())?
             .then_some(version))
     }
 
@@ -540,7 +589,8 @@ mod tests {
             Some(Summary {
                 serial: 3,
                 lineage: "l".into(),
-                resource_count: 3
+                resource_count: 3,
+                outputs: None,
             })
         );
         assert!(summarize(&json!({"lineage": "l"})).is_err());
@@ -562,5 +612,28 @@ mod tests {
             masked["resources"][0]["instances"][0]["attributes"]["name"],
             "a"
         );
+    }
+
+    #[test]
+    fn state_masking_follows_each_sensitive_path_exactly() {
+        let state = json!({
+            "resources": [{"mode": "managed", "instances": [{
+                "attributes": {"properties": {"tier": "gold", "token": "t0k3n"},
+                               "list": ["a", "hidden"], "name": "x"},
+                "sensitive_attributes": [
+                    [{"type": "get_attr", "value": "properties"},
+                     {"type": "index", "value": {"value": "token", "type": "string"}}],
+                    [{"type": "get_attr", "value": "list"},
+                     {"type": "index", "value": {"value": 1, "type": "number"}}],
+                    [{"type": "get_attr", "value": "missing"}]
+                ]
+            }]}]
+        });
+        let attributes = &mask_state(&state)["resources"][0]["instances"][0]["attributes"];
+        assert_eq!(attributes["properties"]["tier"], "gold");
+        assert_eq!(attributes["properties"]["token"], MASK);
+        assert_eq!(attributes["list"], json!(["a", MASK]));
+        assert_eq!(attributes["name"], "x");
+        assert!(attributes.get("missing").is_none());
     }
 }

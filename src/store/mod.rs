@@ -66,6 +66,11 @@ pub enum LockChange {
     Acquire(RunId),
     /// The run must hold the lock; it lets go.
     Release(RunId),
+    /// The twin must be unlocked and the move allowed; the run takes the lock but the status
+    /// stays as it is until the run starts working (a run waiting in the queue).
+    Reserve(RunId),
+    /// The run must hold the lock (it reserved it); it keeps it.
+    Keep(RunId),
 }
 
 /// A requested status move: compare-and-set against the status machine and the lock.
@@ -134,16 +139,6 @@ pub struct NewRun {
     pub actor: String,
 }
 
-/// What happens to the twin's stored outputs when a run ends.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutputsChange {
-    Keep,
-    /// A successful deploy: new outputs (already masked) and `last_deployed_at` = now.
-    Deployed(serde_json::Value),
-    /// A successful destroy: no outputs any more.
-    Clear,
-}
-
 /// How a run ended; written in the same transaction as its `done` event and the twin's move.
 #[derive(Debug, Clone)]
 pub struct RunFinish {
@@ -153,10 +148,17 @@ pub struct RunFinish {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub message: String,
-    pub outputs: OutputsChange,
+    /// What the run's `terraform output` answered (masked), kept with the run. The twin's own
+    /// outputs follow its current state version, not runs.
+    pub outputs: Option<serde_json::Value>,
+    /// A successful deploy: the twin's `last_deployed_at` becomes now.
+    pub deployed: bool,
     /// `None` for runs that do not move the twin, and when the twin was moved under the run
     /// and it must end without moving it.
     pub twin_move: Option<StatusMove>,
+    /// A run that ends before it moved the twin (cancelled while it waited for a slot) lets
+    /// go of the lock it reserved, leaving the status as it was.
+    pub release_lock: Option<RunId>,
     /// What a plan or drift check found.
     pub result: Option<serde_json::Value>,
 }
@@ -187,8 +189,8 @@ pub trait Store: Send + Sync + 'static {
     /// Moves the twin's status per the status machine in one transaction with its history row.
     fn move_status(&self, id: &TwinId, change: StatusMove) -> StoreResult<Twin>;
     /// Sets the status to match reality (a refresh found the twin deployed outside the UI, or
-    /// its resources gone), outside the status machine; the twin must be unlocked. Moving to
-    /// draft clears the outputs. Recorded in history as `reconciled`.
+    /// its resources gone), outside the status machine; the twin must be unlocked. Recorded in
+    /// history as `reconciled`.
     fn reconcile_status(
         &self,
         id: &TwinId,
@@ -255,11 +257,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every version's metadata (no ciphertext), newest first.
     fn list_state_versions(&self, twin_id: &TwinId) -> StoreResult<Vec<StateVersion>>;
     /// Inserts the version if the twin's newest version number is still `expected_previous`
-    /// (0 for none); false when another write came first.
+    /// (0 for none), and in the same transaction makes `twin_outputs` (that state's outputs,
+    /// masked; `None` for none) the twin's `terraform_outputs`; false when another write came
+    /// first.
     fn insert_state_version(
         &self,
         version: &StateVersion,
         expected_previous: i64,
+        twin_outputs: Option<&serde_json::Value>,
     ) -> StoreResult<bool>;
     fn state_lock(&self, twin_id: &TwinId) -> StoreResult<Option<StateLock>>;
     /// Takes the lock if it is free (or already held under the same id); otherwise the holder.

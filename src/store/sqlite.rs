@@ -9,8 +9,8 @@ use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior}
 use rusqlite_migration::{Migrations, M};
 
 use super::{
-    Conflict, LockChange, NewRun, OutputsChange, RunFinish, StateLock, StateVersion, StatusMove,
-    Store, StoreError, StoreResult, StoredEvent, StoredPlan,
+    Conflict, LockChange, NewRun, RunFinish, StateLock, StateVersion, StatusMove, Store,
+    StoreError, StoreResult, StoredEvent, StoredPlan,
 };
 use crate::clock;
 use crate::domain::{
@@ -413,9 +413,7 @@ impl Store for SqliteStore {
         ensure_unlocked(&current, "reconcile")?;
         let now = clock::now();
         tx.execute(
-            "UPDATE twins SET deployment_status = ?2, updated_at = ?3,
-                    terraform_outputs = CASE WHEN ?2 = 'draft' THEN NULL ELSE terraform_outputs END
-             WHERE id = ?1",
+            "UPDATE twins SET deployment_status = ?2, updated_at = ?3 WHERE id = ?1",
             params![id.as_str(), to.as_str(), now],
         )?;
         let row = HistoryRow {
@@ -751,7 +749,12 @@ impl Store for SqliteStore {
         Ok(versions)
     }
 
-    fn insert_state_version(&self, v: &StateVersion, expected_previous: i64) -> StoreResult<bool> {
+    fn insert_state_version(
+        &self,
+        v: &StateVersion,
+        expected_previous: i64,
+        twin_outputs: Option<&serde_json::Value>,
+    ) -> StoreResult<bool> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let newest: i64 = tx.query_row(
@@ -778,6 +781,10 @@ impl Store for SqliteStore {
                 v.created_at,
                 v.ciphertext,
             ],
+        )?;
+        tx.execute(
+            "UPDATE twins SET terraform_outputs = ?2 WHERE id = ?1",
+            params![v.twin_id.as_str(), twin_outputs.map(to_json).transpose()?],
         )?;
         tx.commit()?;
         Ok(true)
@@ -892,14 +899,30 @@ fn apply_move(
     let now = clock::now();
     let (lock_guard, new_locked, new_holder, holder_param) = match &change.lock {
         LockChange::None => ("is_locked = 0", false, None, None),
-        LockChange::Acquire(run) => ("is_locked = 0", true, Some(run.as_str()), None),
+        LockChange::Acquire(run) | LockChange::Reserve(run) => {
+            ("is_locked = 0", true, Some(run.as_str()), None)
+        }
         LockChange::Release(run) => ("locked_by_run = ?6", false, None, Some(run.as_str())),
+        LockChange::Keep(run) => (
+            "locked_by_run = ?6",
+            true,
+            Some(run.as_str()),
+            Some(run.as_str()),
+        ),
     };
     let run_id = run_id.or(match &change.lock {
-        LockChange::Acquire(run) | LockChange::Release(run) => Some(run),
+        LockChange::Acquire(run)
+        | LockChange::Release(run)
+        | LockChange::Reserve(run)
+        | LockChange::Keep(run) => Some(run),
         LockChange::None => None,
     });
     let previous = require_twin(tx, id)?;
+    // A reservation checks the move and takes the lock; the status itself moves later.
+    let status = match &change.lock {
+        LockChange::Reserve(_) => previous.deployment_status,
+        _ => change.to,
+    };
     let sql = format!(
         "UPDATE twins SET deployment_status = ?2, is_locked = ?3, locked_by_run = ?4, updated_at = ?5
          WHERE id = ?1 AND deleted_at IS NULL
@@ -910,7 +933,7 @@ fn apply_move(
         &sql,
         params![
             id.as_str(),
-            change.to.as_str(),
+            status.as_str(),
             new_locked,
             new_holder,
             now,
@@ -920,6 +943,9 @@ fn apply_move(
     )?;
     if changed == 0 {
         return Err(StoreError::Conflict(refusal(&previous, change)));
+    }
+    if matches!(change.lock, LockChange::Reserve(_)) {
+        return require_twin(tx, id);
     }
     let row = HistoryRow {
         action: "status_changed",
@@ -998,10 +1024,7 @@ fn track_run_state(tx: &Transaction<'_>, event: &StoredEvent) -> StoreResult<()>
 
 fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<()> {
     let now = clock::now();
-    let outputs_json = match &finish.outputs {
-        OutputsChange::Deployed(outputs) => Some(to_json(outputs)?),
-        _ => None,
-    };
+    let outputs_json = finish.outputs.as_ref().map(to_json).transpose()?;
     tx.execute(
         "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, message = ?5, outputs = ?6,
                 end_time = ?7, process_group = NULL, result = ?8,
@@ -1021,20 +1044,18 @@ fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<()> {
     if let Some(change) = &finish.twin_move {
         apply_move(tx, &finish.twin_id, change, Some(&finish.run_id))?;
     }
-    match &finish.outputs {
-        OutputsChange::Keep => {}
-        OutputsChange::Deployed(_) => {
-            tx.execute(
-                "UPDATE twins SET terraform_outputs = ?2, last_deployed_at = ?3 WHERE id = ?1",
-                params![finish.twin_id.as_str(), outputs_json, now],
-            )?;
-        }
-        OutputsChange::Clear => {
-            tx.execute(
-                "UPDATE twins SET terraform_outputs = NULL WHERE id = ?1",
-                params![finish.twin_id.as_str()],
-            )?;
-        }
+    if let Some(run) = &finish.release_lock {
+        tx.execute(
+            "UPDATE twins SET is_locked = 0, locked_by_run = NULL, updated_at = ?3
+             WHERE id = ?1 AND locked_by_run = ?2",
+            params![finish.twin_id.as_str(), run.as_str(), now],
+        )?;
+    }
+    if finish.deployed {
+        tx.execute(
+            "UPDATE twins SET last_deployed_at = ?2 WHERE id = ?1",
+            params![finish.twin_id.as_str(), now],
+        )?;
     }
     Ok(())
 }
@@ -1115,8 +1136,10 @@ fn refusal(current: &Twin, change: &StatusMove) -> Conflict {
         );
     }
     let lock_mismatch = match &change.lock {
-        LockChange::None | LockChange::Acquire(_) => current.is_locked,
-        LockChange::Release(run) => current.active_job_id.as_ref() != Some(run),
+        LockChange::None | LockChange::Acquire(_) | LockChange::Reserve(_) => current.is_locked,
+        LockChange::Release(run) | LockChange::Keep(run) => {
+            current.active_job_id.as_ref() != Some(run)
+        }
     };
     if lock_mismatch && current.is_locked {
         let holder = current

@@ -454,3 +454,48 @@ fn the_bundled_templates_are_valid_hcl_in_terraform_format() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The value after `"<key>": ` in docs/api.md's Costs example, parsed (`<key>_first`: the
+/// first item of that list).
+fn documented(key: &str) -> Value {
+    let docs = include_str!("../../docs/api.md");
+    let section = docs
+        .split("\n## Costs\n")
+        .nth(1)
+        .expect("api.md has a Costs section");
+    let example = section.split("```json\n").nth(1).expect("a JSON example");
+    let (key, skip) = match key.strip_suffix("_first") {
+        Some(list) => (list, 5), // past `": [`
+        None => (key, 4),
+    };
+    let start = example
+        .find(&format!("\"{key}\": "))
+        .unwrap_or_else(|| panic!("the example has no {key}"))
+        + key.len()
+        + skip;
+    let mut stream = serde_json::Deserializer::from_str(&example[start..]).into_iter::<Value>();
+    stream.next().expect("a value").expect("valid JSON")
+}
+
+/// docs/api.md's Costs example is what the demo twin costs with the bundled price book, so a
+/// user who deploys the demo sees the figures the docs show.
+#[tokio::test]
+async fn the_documented_costs_example_is_what_the_demo_costs_with_the_bundled_book() {
+    let app = spawn_run_app_with(|_| {}).await;
+    let token = app.admin_token.clone();
+    let body = json!({
+        "name": "demo", "provider": "sandbox", "region": "local",
+        "variables": { "base_delay_ms": 20 }
+    });
+    let response = app.create_twin(&token, &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id = json_body(response).await["id"].as_str().unwrap().to_owned();
+    app.run_ok(&token, &id, "deploy").await;
+    let costs = app.costs_ok(&token, &id).await;
+    assert_eq!(costs["costs"], documented("costs"), "{costs:#}");
+    assert_eq!(costs["unpriced"], documented("unpriced"), "{costs:#}");
+    // The example's breakdown lists its first line and "...": that line must be there.
+    let line = documented("breakdown_first");
+    let breakdown = costs["breakdown"].as_array().unwrap();
+    assert!(breakdown.contains(&line), "{line} not in {breakdown:#?}");
+}

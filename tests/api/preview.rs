@@ -576,6 +576,16 @@ async fn a_deploy_applies_the_current_preview_exactly_once() {
         .unwrap();
     assert_eq!(telemetry["attributes"]["secret"], MASK, "{telemetry}");
     assert_eq!(telemetry["actions"], json!(["no-op"]));
+    // Only what terraform marks sensitive is masked: the properties map holds nothing
+    // sensitive (terraform marks it `{}`), so the user can review it.
+    for resource in resources_after {
+        let properties = &resource["attributes"]["properties"];
+        assert!(properties.is_object(), "{resource}");
+        assert!(
+            !properties.to_string().contains(MASK),
+            "ordinary attributes hidden: {resource}"
+        );
+    }
 
     // The deploy applies that plan: no plan of its own.
     let events = deploy(&app, &twin).await;
@@ -692,6 +702,10 @@ async fn a_refresh_checks_drift_and_reports_what_vanished_outside_terraform() {
     assert_eq!(drift["job_id"], check.as_str(), "{drift}");
     assert_eq!(drift["drifted_count"], 0, "{drift}");
     assert_eq!(drift["drifted"], json!([]));
+    // In the words of the check's own `done` event.
+    let check_events = app.all_events(&app.admin_token, &check).await;
+    assert_eq!(drift["outcome"], done(&check_events)["outcome"], "{drift}");
+    assert_eq!(drift["outcome"], "succeeded", "{drift}");
 
     // One object deleted behind terraform's back.
     let registry = app

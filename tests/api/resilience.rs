@@ -366,7 +366,8 @@ async fn with_one_slot_a_second_deploy_waits_as_pending_then_runs_after_the_firs
         .read_until(&mut second_events, |e| e.event == "queue")
         .await;
     assert!(queued, "{second_events:?}");
-    assert_eq!(statuses(&second_events), ["deploying"]);
+    // Waiting in the queue, the run holds the twin's lock but has not moved it yet.
+    assert_eq!(statuses(&second_events), Vec::<String>::new());
     assert_eq!(stages(&second_events), ["queued"]);
     assert_eq!(second_events.last().unwrap().json()["position"], 1);
     let waiting = app.get_run_ok(&token, &second_run).await;
@@ -377,6 +378,7 @@ async fn with_one_slot_a_second_deploy_waits_as_pending_then_runs_after_the_firs
         second_twin["is_locked"], true,
         "a waiting run holds its twin"
     );
+    assert_eq!(second_twin["deployment_status"], "draft", "{second_twin}");
     let first_run = first_events.last().unwrap().json()["job_id"]
         .as_str()
         .unwrap()
@@ -384,6 +386,21 @@ async fn with_one_slot_a_second_deploy_waits_as_pending_then_runs_after_the_firs
     let working = app.get_run_ok(&token, &first_run).await;
     assert_eq!(working["status"], "processing", "{working}");
     assert_eq!(working["queue_position"], Value::Null, "{working}");
+    // One works, one waits: the metrics count them apart.
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("terrastream_runs_active 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("terrastream_runs_pending 1\n"),
+        "{metrics}"
+    );
 
     std::fs::remove_file(&gate).unwrap();
     first_events.extend(first_stream.read_to_end().await);
@@ -412,7 +429,68 @@ async fn with_one_slot_a_second_deploy_waits_as_pending_then_runs_after_the_firs
     let ran = app.get_run_ok(&token, &second_run).await;
     assert_eq!(ran["status"], "completed");
     assert_eq!(ran["queue_position"], Value::Null);
+    assert_eq!(statuses(&second_events), ["deploying", "deployed"]);
     assert_eq!(app.sandbox_ids(&second).len(), 1);
+}
+
+/// A run cancelled while it waits for a slot never ran terraform, so it changes nothing: the
+/// twin stays where it was (draft, no history move), unlocked, and the answer says so.
+#[tokio::test]
+async fn cancelling_a_queued_run_ends_it_at_once_and_leaves_the_twin_as_it_was() {
+    let tools = tempfile::tempdir().unwrap();
+    let gate = tools.path().join("hold");
+    std::fs::write(&gate, "").unwrap();
+    let terraform = gated_terraform(tools.path(), &gate);
+    let app = spawn_run_app_with(|s| {
+        s.max_concurrent_runs = 1;
+        s.terraform = Some(terraform);
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let first = app
+        .create_sandbox_twin(&token, "first", &sandbox_config(&[Res::new("a", 0)]))
+        .await;
+    let second = app
+        .create_sandbox_twin(&token, "second", &sandbox_config(&[Res::new("b", 0)]))
+        .await;
+    let first_run = app.start_run_ok(&token, &first, "deploy").await;
+    let second_run = app.start_run_ok(&token, &second, "deploy").await;
+    let queued = app.get_run_ok(&token, &second_run).await;
+    assert_eq!(queued["status"], "pending", "{queued}");
+
+    let response = app.cancel_run(&token, &second).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let answer = json_body(response).await;
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("waiting for a slot"), "{answer}");
+    assert!(!message.contains("asked to stop"), "{answer}");
+
+    let events = app.all_events(&token, &second_run).await;
+    assert_eq!(statuses(&events), Vec::<String>::new());
+    let finished = done(&events);
+    assert_eq!(finished["outcome"], "cancelled", "{finished}");
+    assert_eq!(finished["twin_status"], "draft", "{finished}");
+    assert!(
+        finished["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("before it started")),
+        "{finished}"
+    );
+    let twin = app.get_twin_ok(&token, &second).await;
+    assert_eq!(twin["deployment_status"], "draft", "{twin}");
+    assert_eq!(twin["is_locked"], false, "{twin}");
+    let history = app.history_ok(&token, &second).await;
+    assert!(
+        history.iter().all(|row| row["action"] != "status_changed"),
+        "{history:#?}"
+    );
+    assert!(app.sandbox_ids(&second).is_empty());
+
+    // The twin can be deployed at once, and the first run was never disturbed.
+    std::fs::remove_file(&gate).unwrap();
+    let first = app.wait_for_run(&token, &first_run).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    app.run_ok(&token, &second, "deploy").await;
 }
 
 /// Deploys `twin` to its end and returns the events, failing unless the run failed; the twin

@@ -647,6 +647,13 @@ pub fn assert_well_formed(events: &[SseEvent], run_id: &str) {
             !event.data.contains('\n'),
             "data is not one line: {event:?}"
         );
+        // One event per line terraform printed: a log line never holds another.
+        if let Some(line) = data["line"].as_str().filter(|_| event.event == "log") {
+            assert!(
+                !line.contains('\n'),
+                "a log event holds several lines: {event:?}"
+            );
+        }
     }
     let dones = events.iter().filter(|e| e.event == "done").count();
     assert_eq!(dones, 1, "exactly one done");

@@ -75,14 +75,15 @@ async fn a_deploy_streamed_on_the_post_shows_every_step_and_reads_back_after_a_r
     }
     let invocations = terraform.invocations();
     let commands: Vec<&str> = invocations.iter().map(|i| i.args[0].as_str()).collect();
-    assert_eq!(commands, ["init", "plan", "apply", "output"]);
+    // The plan and its apply are one command, so terraform prints the change list once.
+    assert_eq!(commands, ["init", "apply", "output"]);
     // This configuration makes terraform print nothing on stderr; `output -json` holds clear
     // secrets, so its stdout is read by the gateway, not shown.
     assert!(
         invocations.iter().all(|i| i.stderr.is_empty()),
         "{invocations:#?}"
     );
-    let streamed = &invocations[..3];
+    let streamed = &invocations[..2];
     let printed: Vec<String> = streamed
         .iter()
         .flat_map(|i| i.stdout.iter().map(|l| shown(l)))
@@ -98,12 +99,42 @@ async fn a_deploy_streamed_on_the_post_shows_every_step_and_reads_back_after_a_r
         logged, printed,
         "the log differs from what terraform printed"
     );
-    for (stage, invocation) in ["initializing", "planning", "applying"]
+    let init: Vec<String> = streamed[0].stdout.iter().map(|l| shown(l)).collect();
+    assert_eq!(stage_lines(&events, "initializing"), init);
+    // The apply's plan is the planning stage; from its first change on, it is applying.
+    let apply_printed: Vec<String> = streamed[1].stdout.iter().map(|l| shown(l)).collect();
+    assert!(apply_printed
         .iter()
-        .zip(streamed)
-    {
-        let printed: Vec<String> = invocation.stdout.iter().map(|l| shown(l)).collect();
-        assert_eq!(stage_lines(&events, stage), printed, "{stage}");
+        .any(|l| l.starts_with("Plan: 3 to add")));
+    let first_change = apply_printed
+        .iter()
+        .position(|l| l.ends_with(": Creating..."))
+        .expect("the apply created something");
+    assert_eq!(
+        stage_lines(&events, "planning"),
+        apply_printed[..first_change]
+    );
+    assert_eq!(
+        stage_lines(&events, "applying"),
+        apply_printed[first_change..]
+    );
+    let planned = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.ends_with(": Plan to create"))
+            .count()
+    };
+    assert_eq!(planned(&logged), 3, "each change is listed once");
+    // The lock file for the mirror's provider is complete: init warns about nothing a user
+    // could not act on.
+    for noise in [
+        "Incomplete lock file information",
+        "made some changes to the provider dependency selections",
+    ] {
+        assert!(
+            !logged.iter().any(|l| l.contains(noise)),
+            "{noise}: {logged:#?}"
+        );
     }
     let apply = stage_lines(&events, "applying");
     for name in ["hub", "db", "fn"] {
@@ -114,7 +145,8 @@ async fn a_deploy_streamed_on_the_post_shows_every_step_and_reads_back_after_a_r
         );
         assert!(creating < created, "{name} completed before it started");
     }
-    assert_eq!(apply.len(), 4 + 6 + 2, "{apply:#?}");
+    // Three creates started and completed, the summary, the outputs.
+    assert_eq!(apply.len(), 3 + 3 + 2, "{apply:#?}");
     // What terraform says it created is what exists in the sandbox and in its state.
     let created: BTreeSet<String> = apply
         .iter()
@@ -131,7 +163,7 @@ async fn a_deploy_streamed_on_the_post_shows_every_step_and_reads_back_after_a_r
     assert_eq!(app.sandbox_ids(&twin), created);
     assert_eq!(app.state_ids(&twin).await, created);
     assert_eq!(
-        apply[10..],
+        apply[6..],
         [
             "Apply complete! Resources: 3 added, 0 changed, 0 destroyed.",
             "Outputs: 2"
@@ -544,6 +576,104 @@ async fn cancel_mid_apply_stops_terraform_gracefully_and_orphans_nothing() {
         app.get_twin_ok(&token, &twin).await["deployment_status"],
         "draft"
     );
+}
+
+/// A cancel interrupts terraform alone: a provisioner that traps SIGINT never gets one from
+/// the gateway. terraform then stops the provisioner itself (it kills the command it runs), as
+/// docs/api.md says, and the run ends cancelled.
+#[tokio::test]
+async fn a_cancel_interrupts_terraform_itself_not_the_provisioner_it_runs() {
+    let app = spawn_run_app().await;
+    let token = app.admin_token.clone();
+    let config = r#"resource "terraform_data" "slow" {
+  provisioner "local-exec" {
+    command = "trap 'echo PROVISIONER-GOT-SIGINT' INT; echo provisioning; for i in $(seq 1 100); do sleep 0.1; done; echo provisioned"
+  }
+}
+"#;
+    let twin = app.create_sandbox_twin(&token, "provisioned", config).await;
+    let mut stream = app.run_streamed(&token, &twin, "deploy").await;
+    let mut events = Vec::new();
+    let provisioning = stream
+        .read_until(&mut events, |e| {
+            e.line()
+                .is_some_and(|l| l.ends_with("(local-exec): provisioning"))
+        })
+        .await;
+    assert!(provisioning, "{:#?}", lines(&events));
+    let response = app.cancel_run(&token, &twin).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    events.extend(stream.read_to_end().await);
+    let logged = lines(&events);
+    assert!(
+        !logged
+            .iter()
+            .any(|l| l.ends_with("(local-exec): PROVISIONER-GOT-SIGINT")),
+        "the gateway's SIGINT reached the provisioner: {logged:#?}"
+    );
+    assert!(
+        !logged.iter().any(|l| l.ends_with("provisioned")),
+        "{logged:#?}"
+    );
+    // terraform's interrupt notice is several lines: each is an event of its own.
+    let notice = logged
+        .iter()
+        .position(|l| l == "Interrupt received.")
+        .unwrap_or_else(|| panic!("{logged:#?}"));
+    assert_eq!(
+        logged[notice + 1],
+        "Please wait for Terraform to exit or data loss may occur."
+    );
+    let run_id = done(&events)["job_id"].as_str().unwrap().to_owned();
+    assert_well_formed(&events, &run_id);
+    assert_eq!(done(&events)["outcome"], "cancelled");
+}
+
+/// terraform 1.0.3 runs under a wrapper that ignores a SIGINT sent to it alone: the cancel
+/// reaches the terraform it wraps, which stops gracefully (well within the grace period).
+#[tokio::test]
+async fn a_cancel_stops_terraform_1_0_3_gracefully_through_its_wrapper() {
+    let old =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bin/terraform-1.0.3");
+    let app = spawn_run_app_with(|s| {
+        s.terraform = Some(old);
+        s.cancel_grace = Duration::from_secs(60);
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let resources = [
+        Res::new("a", 1000),
+        Res::new("b", 4000),
+        Res::new("c", 4000),
+    ];
+    let twin = app
+        .create_sandbox_twin(&token, "old interrupted", &sandbox_config(&resources))
+        .await;
+    let mut stream = app.run_streamed(&token, &twin, "deploy").await;
+    let mut events = Vec::new();
+    let created = stream
+        .read_until(&mut events, |e| {
+            e.line()
+                .is_some_and(|l| l.starts_with("sandbox_resource.a: Creation complete"))
+        })
+        .await;
+    assert!(created, "{:#?}", lines(&events));
+    let cancelled_at = std::time::Instant::now();
+    assert_eq!(
+        app.cancel_run(&token, &twin).await.status(),
+        StatusCode::ACCEPTED
+    );
+    events.extend(stream.read_to_end().await);
+    let took = cancelled_at.elapsed();
+    let finished = done(&events);
+    assert_eq!(finished["outcome"], "cancelled", "{finished}");
+    assert!(
+        !finished.to_string().contains("killed"),
+        "terraform had to be killed: {finished}"
+    );
+    assert!(took < Duration::from_secs(30), "the stop took {took:?}");
+    let in_sandbox = app.sandbox_ids(&twin);
+    assert_eq!(app.state_ids(&twin).await, in_sandbox, "orphans or ghosts");
 }
 
 #[tokio::test]

@@ -369,9 +369,15 @@ async fn state_is_encrypted_at_rest_and_only_the_original_key_opens_it() {
     let raw = database_bytes(&app.settings.data_dir);
     let mut secret_texts: Vec<String> = sandbox_secrets(&app, &deployed);
     secret_texts.extend(sandbox_secrets(&app, &by_cli));
+    // A twin's non-sensitive outputs are kept beside it, as GET /twins answers them; the rest
+    // of its state is only ever stored sealed.
+    let outputs = get_ok(&app, &by_cli, "/outputs").await["outputs"].to_string();
     for object in app.sandbox_objects(&by_cli) {
         secret_texts.push(object["id"].as_str().unwrap().to_owned());
-        secret_texts.push(object["endpoint"].as_str().unwrap().to_owned());
+        let endpoint = object["endpoint"].as_str().unwrap().to_owned();
+        if !outputs.contains(&endpoint) {
+            secret_texts.push(endpoint);
+        }
     }
     secret_texts.extend(["\"lineage\"".to_owned(), "\"resources\"".to_owned()]);
     for text in &secret_texts {
@@ -802,6 +808,12 @@ async fn refresh_moves_a_twin_to_what_its_state_holds() {
         "{row}"
     );
     assert!(row["run_id"].is_null());
+    // The twin's outputs are those of its current state, whoever wrote it.
+    let outputs = get_ok(&app, &twin, "/outputs").await["outputs"].clone();
+    assert!(outputs["endpoint"]["value"].is_string(), "{outputs}");
+    assert_eq!(outputs["secret"]["value"], "********");
+    let shown = app.get_twin_ok(&token, &twin).await;
+    assert_eq!(shown["terraform_outputs"], outputs, "{shown}");
     // Nothing more to change.
     assert_eq!(refresh(&app, &twin).await["changed"], false);
 
@@ -829,6 +841,79 @@ async fn refresh_moves_a_twin_to_what_its_state_holds() {
             status["resource_count"].clone()
         ),
         (json!("draft"), json!(0))
+    );
+    // No object, no output of one.
+    let shown = app.get_twin_ok(&token, &twin).await;
+    assert_eq!(shown["terraform_outputs"], Value::Null, "{shown}");
+}
+
+/// After the gateway deployed a twin, an apply from the CLI changes an output: the twin
+/// answers the new one (its outputs follow the state, not the last run), and a destroy from
+/// the CLI leaves none.
+#[tokio::test]
+async fn a_twins_outputs_follow_every_state_write_not_only_runs() {
+    let app = spawn_run_app().await;
+    let token = app.admin_token.clone();
+    let twin = app
+        .create_sandbox_twin(&token, "outputs", &sandbox_config(&[Res::new("first", 0)]))
+        .await;
+    app.run_ok(&token, &twin, "deploy").await;
+    let before = app.get_twin_ok(&token, &twin).await["terraform_outputs"].clone();
+    assert!(before["endpoint"]["value"]
+        .as_str()
+        .is_some_and(|e| e.contains("first")));
+
+    // The same output now comes from another object, applied from the CLI.
+    let renamed = sandbox_config(&[Res::new("second", 0)]);
+    let response = app
+        .update_twin(&token, &twin, &json!({ "files": { "main.tf": renamed } }))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cli = Cli::new(&app, &twin, &token).await;
+    cli.init().await;
+    cli.apply().await;
+    let after = app.get_twin_ok(&token, &twin).await["terraform_outputs"].clone();
+    assert!(
+        after["endpoint"]["value"]
+            .as_str()
+            .is_some_and(|e| e.contains("second")),
+        "the twin still answers the old output: {after}"
+    );
+    assert_eq!(after, get_ok(&app, &twin, "/outputs").await["outputs"]);
+
+    cli.destroy().await;
+    let gone = app.get_twin_ok(&token, &twin).await;
+    assert_eq!(gone["terraform_outputs"], Value::Null, "{gone}");
+}
+
+/// docs/state-backend.md's recipe copies the twin's variables too: an admin's own plan of a
+/// twin the gateway deployed with non-default variables finds nothing to change.
+#[tokio::test]
+async fn the_documented_cli_recipe_plans_no_change_for_a_twin_deployed_with_variables() {
+    let app = spawn_run_app().await;
+    let token = app.admin_token.clone();
+    let files = json!({
+        "main.tf": include_str!("../../examples/demo/main.tf"),
+        "variables.tf": include_str!("../../examples/demo/variables.tf"),
+        "outputs.tf": include_str!("../../examples/demo/outputs.tf"),
+    });
+    let body = json!({"name": "ops2", "provider": "sandbox", "files": files,
+                      "variables": {"base_delay_ms": 0, "dashboard_title": "ops2"}});
+    let response = app.create_twin(&token, &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let twin = json_body(response).await["id"].as_str().unwrap().to_owned();
+    app.run_ok(&token, &twin, "deploy").await;
+
+    let cli = Cli::new(&app, &twin, &token).await;
+    cli.init().await;
+    let plan = cli
+        .run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"])
+        .await;
+    assert_eq!(
+        plan.code,
+        Some(0),
+        "the CLI wants changes the gateway did not make: {}",
+        plan.stdout
     );
 }
 

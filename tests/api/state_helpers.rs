@@ -40,33 +40,66 @@ impl CliOutput {
 }
 
 /// An admin's own terraform CLI on a twin: a temporary directory with a copy of the twin's
-/// configuration plus `terraform { backend "http" {} }` in an override file, and the backend
-/// given only by `TF_HTTP_*` variables, as docs/state-backend.md tells an admin to do.
+/// configuration and variables plus `terraform { backend "http" {} }` in an override file, and
+/// the backend given only by `TF_HTTP_*` variables, as docs/state-backend.md tells an admin
+/// to do.
 pub struct Cli {
-    pub dir: TempDir,
+    /// Where the recipe ran; the CLI works in its `twin/`.
+    _root: TempDir,
+    pub dir: PathBuf,
     terraform: PathBuf,
     env: Vec<(String, String)>,
 }
 
-pub const BACKEND_OVERRIDE: &str = "terraform {\n  backend \"http\" {}\n}\n";
+/// The first `sh` block of docs/state-backend.md's "Pointing your own terraform at a twin",
+/// without the indentation it has inside its list item.
+fn documented_recipe() -> String {
+    let docs = include_str!("../../docs/state-backend.md");
+    let section = docs
+        .split("## Pointing your own terraform at a twin")
+        .nth(1)
+        .expect("docs/state-backend.md has the CLI section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the section has a sh block");
+    let indent = block
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    block
+        .lines()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 impl Cli {
-    /// A CLI on `twin_id` of `app`, authenticating with `password` (an API token), on the
-    /// twin's files and variables as `GET /twins/{id}` gives them.
+    /// A CLI on `twin_id` of `app`, authenticating with `password` (an API token), in a
+    /// directory made by docs/state-backend.md's own recipe (the twin's files and variables
+    /// from `GET /twins/{id}`, and the backend override), run as written.
     pub async fn new(app: &TestApp, twin_id: &str, password: &str) -> Cli {
         let (terraform, cli_config) = tools();
         let dir = tempfile::tempdir().unwrap();
-        let twin = app.get_twin_ok(&app.admin_token, twin_id).await;
-        for (path, content) in twin["files"].as_object().expect("the twin's files") {
-            let target = dir.path().join(path);
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::write(target, content.as_str().expect("file content")).unwrap();
-        }
-        if twin["variables"].as_object().is_some_and(|v| !v.is_empty()) {
-            let variables = serde_json::to_vec(&twin["variables"]).unwrap();
-            std::fs::write(dir.path().join("terraform.tfvars.json"), variables).unwrap();
-        }
-        std::fs::write(dir.path().join("backend_override.tf"), BACKEND_OVERRIDE).unwrap();
+        let recipe = documented_recipe().replace("http://127.0.0.1:8080", &app.address);
+        let output = tokio::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &recipe])
+            .current_dir(dir.path())
+            .env("TWIN", twin_id)
+            .env("TOKEN", password)
+            .output()
+            .await
+            .expect("cannot run the documented recipe");
+        assert!(
+            output.status.success(),
+            "docs/state-backend.md's recipe failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let (twin_dir, root) = (dir.path().join("twin"), dir);
+        let dir = twin_dir;
         let state = app.url(&format!("/twins/{twin_id}/tfstate"));
         let sandbox = app.settings.data_dir.join("sandbox").join(twin_id);
         let mut env = vec![
@@ -90,6 +123,7 @@ impl Cli {
             }
         }
         Cli {
+            _root: root,
             dir,
             terraform,
             env,
@@ -100,7 +134,7 @@ impl Cli {
     pub async fn run(&self, args: &[&str]) -> CliOutput {
         let child = tokio::process::Command::new(&self.terraform)
             .args(args)
-            .current_dir(self.dir.path())
+            .current_dir(&self.dir)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -7,7 +7,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
-use crate::helpers::{assert_error, TestApp};
+use serde_json::json;
+
+use crate::helpers::{assert_error, json_body, TestApp};
 use crate::run_helpers::{
     assert_well_formed, done, sandbox_config, spawn_run_app, spawn_run_app_with, Cursor, Res,
     SseEvent,
@@ -203,6 +205,11 @@ async fn reconnecting_to_a_finished_run_at_its_end_is_204_and_past_it_422() {
         let response = app.run_events(&token, &run_id, cursor).await;
         assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable").await;
     }
+    // The JSON pages answer a cursor past the end the same way.
+    let response = app.run_logs(&token, &run_id, last + 1, None).await;
+    assert_error(response, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable").await;
+    let at_end = json_body(app.run_logs(&token, &run_id, last, None).await).await;
+    assert_eq!(at_end["events"], json!([]), "{at_end}");
     // A cursor inside the run replays exactly what follows it.
     for cursor in [Cursor::Header(last - 3), Cursor::Query(last - 3)] {
         let mut stream = app.subscribe(&token, &run_id, cursor).await;

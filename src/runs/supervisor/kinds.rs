@@ -5,7 +5,9 @@ use super::*;
 
 impl Supervisor {
     /// Deploy: apply the twin's kept plan preview if it is still current (so what was
-    /// previewed is exactly what is applied), else plan now; then apply and read the outputs.
+    /// previewed is exactly what is applied), else plan and apply in one terraform command
+    /// (its change list printed once; the stage moves to applying when the plan is made);
+    /// then read the outputs.
     pub(super) async fn deploy(&self, step: &Step<'_>, twin: &Twin) -> Result<Produced, Stop> {
         let run_id = &step.run.id;
         self.publish(
@@ -30,24 +32,33 @@ impl Supervisor {
                     ),
                     clock::now(),
                 );
+                self.publish(
+                    run_id,
+                    RunEvent::Stage {
+                        stage: Stage::Applying,
+                    },
+                );
+                self.terraform(
+                    step,
+                    &["apply", "-input=false", "-json", LOCK_TIMEOUT, PLAN_FILE],
+                )
+                .await?;
             }
             None => {
-                let out = format!("-out={PLAN_FILE}");
-                self.terraform(step, &["plan", "-input=false", "-json", LOCK_TIMEOUT, &out])
-                    .await?;
+                step.sink.stage_after_plan(Stage::Applying);
+                self.terraform(
+                    step,
+                    &[
+                        "apply",
+                        "-auto-approve",
+                        "-input=false",
+                        "-json",
+                        LOCK_TIMEOUT,
+                    ],
+                )
+                .await?;
             }
         }
-        self.publish(
-            run_id,
-            RunEvent::Stage {
-                stage: Stage::Applying,
-            },
-        );
-        self.terraform(
-            step,
-            &["apply", "-input=false", "-json", LOCK_TIMEOUT, PLAN_FILE],
-        )
-        .await?;
         if let Some((plan, _, _)) = kept {
             let (plan_run, by) = (plan.run_id, run_id.clone());
             if let Err(err) = run_blocking(&self.parts.store, move |s| {

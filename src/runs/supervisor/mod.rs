@@ -39,8 +39,7 @@ use crate::hub::{EventHub, HubError};
 use crate::metrics::Metrics;
 use crate::state::{mask_outputs, StateService, Writer};
 use crate::store::{
-    run_blocking, LockChange, NewRun, OutputsChange, RunFinish, StatusMove, Store, StoreError,
-    StoredPlan,
+    run_blocking, LockChange, NewRun, RunFinish, StatusMove, Store, StoreError, StoredPlan,
 };
 use serde_json::json;
 
@@ -59,6 +58,9 @@ pub const INTERRUPTED_BY_RESTART: &str = "interrupted by a restart";
 
 /// Why a run stopped early.
 enum Stop {
+    /// Ended before it moved the twin (terraform never ran): cancelled while it waited for a
+    /// slot (`None`), or refused when its turn came (why).
+    Unstarted(Option<String>),
     Cancelled,
     Failed {
         error: String,
@@ -77,6 +79,8 @@ impl Stop {
 
 /// How a run ended, before it is recorded.
 struct Ending {
+    /// The run moved the twin to its working status (so it moves it on at its end).
+    moved: bool,
     outcome: Outcome,
     error: Option<String>,
     exit_code: Option<i32>,
@@ -184,8 +188,10 @@ impl Supervisor {
         Arc::clone(&self.parts.store)
     }
 
-    /// Starts a run: the twin's move to deploying/destroying and its lock are one
-    /// compare-and-set (a conflict when another run holds it or the move is not allowed).
+    /// Starts a run. With a free slot, the twin's move to deploying/destroying and its lock are
+    /// one compare-and-set (a conflict when another run holds it or the move is not allowed).
+    /// Without one, the run waits in the queue holding the twin's lock, and the twin moves only
+    /// when the run gets its slot: a run cancelled while it waits has changed nothing.
     pub async fn start(
         self: &Arc<Self>,
         twin: &Twin,
@@ -196,11 +202,15 @@ impl Supervisor {
             return Err(RunError::ShuttingDown);
         }
         let run_id = RunId::generate();
+        let slot = Arc::clone(&self.slots).try_acquire_owned().ok();
         let change = kind.working_status().map(|to| StatusMove {
             to,
             actor: actor.to_owned(),
             reason: Some(format!("{kind} started")),
-            lock: LockChange::Acquire(run_id.clone()),
+            lock: match slot {
+                Some(_) => LockChange::Acquire(run_id.clone()),
+                None => LockChange::Reserve(run_id.clone()),
+            },
         });
         let new = NewRun {
             id: run_id.clone(),
@@ -215,31 +225,17 @@ impl Supervisor {
         if let Ok(mut active) = self.active.lock() {
             active.insert(run.id.clone(), stop.clone());
         }
-        // A run that moved the twin says so first.
-        let published = match kind.working_status() {
-            Some(status) => self.parts.hub.publish(
-                &run.id,
-                &RunEvent::Status {
-                    twin_id: twin.id.clone(),
-                    status,
-                },
-            ),
-            None => Ok(0),
-        };
+        if slot.is_none() {
+            self.enqueue(&run.id);
+        }
         let this = Arc::clone(self);
         let started = run.clone();
         let task = async move {
             // The slot is held until the run's end is recorded, so the next run in the queue
             // starts after this one has ended.
-            let (result, _slot) = match published {
-                Err(err) => (
-                    Err(Stop::failed(format!("the event hub failed: {err}"))),
-                    None,
-                ),
-                Ok(_) => match this.take_slot(&started.id, &stop).await {
-                    Some(slot) => (this.steps(&started, &twin, &stop).await, Some(slot)),
-                    None => (Err(Stop::Cancelled), None),
-                },
+            let (result, _slot) = match this.take_slot(&started, &twin, slot, &stop).await {
+                Ok(slot) => (this.steps(&started, &twin, &stop).await, Some(slot)),
+                Err(stop) => (Err(stop), None),
             };
             this.conclude(&started, result).await;
         };
@@ -247,42 +243,77 @@ impl Supervisor {
         Ok(run)
     }
 
-    /// Waits for a free run slot (as `pending`, its queue position streamed), then marks the
-    /// run processing. `None` if the run was cancelled while it waited.
+    /// Puts a run at the end of the queue and tells its readers where it stands.
+    fn enqueue(&self, run_id: &RunId) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.push_back(run_id.clone());
+        }
+        self.publish(
+            run_id,
+            RunEvent::Stage {
+                stage: Stage::Queued,
+            },
+        );
+        if let Some(position) = self.queue_position(run_id) {
+            self.publish(run_id, RunEvent::Queue { position });
+        }
+    }
+
+    /// The run's slot: the one it got at start, or the next free one (waiting as `pending`,
+    /// its queue position streamed). A queued run then moves the twin to its working status.
+    /// Marks the run processing; [`Stop::Unstarted`] if it was cancelled while it waited.
     async fn take_slot(
         &self,
-        run_id: &RunId,
+        run: &Run,
+        twin: &Twin,
+        slot: Option<OwnedSemaphorePermit>,
         stop: &CancellationToken,
-    ) -> Option<OwnedSemaphorePermit> {
-        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                if let Ok(mut queue) = self.queue.lock() {
-                    queue.push_back(run_id.clone());
-                }
-                self.publish(
-                    run_id,
-                    RunEvent::Stage {
-                        stage: Stage::Queued,
-                    },
-                );
-                if let Some(position) = self.queue_position(run_id) {
-                    self.publish(run_id, RunEvent::Queue { position });
-                }
+    ) -> Result<OwnedSemaphorePermit, Stop> {
+        let queued = slot.is_none();
+        let permit = match slot {
+            Some(permit) => permit,
+            None => {
                 let acquired = tokio::select! {
                     permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
                     () = stop.cancelled() => None,
                 };
-                self.leave_queue(run_id);
-                acquired?
+                self.leave_queue(&run.id);
+                acquired.ok_or(Stop::Unstarted(None))?
             }
         };
-        let id = run_id.clone();
+        if let Some(status) = run.kind.working_status() {
+            if queued {
+                let change = StatusMove {
+                    to: status,
+                    actor: run.actor.clone(),
+                    reason: Some(format!("{} started", run.kind)),
+                    lock: LockChange::Keep(run.id.clone()),
+                };
+                let twin_id = twin.id.clone();
+                run_blocking(&self.parts.store, move |s| s.move_status(&twin_id, change))
+                    .await
+                    .map_err(|e| {
+                        Stop::Unstarted(Some(format!("the twin could not start it: {e}")))
+                    })?;
+            }
+            // A run that moved the twin says so first.
+            self.parts
+                .hub
+                .publish(
+                    &run.id,
+                    &RunEvent::Status {
+                        twin_id: twin.id.clone(),
+                        status,
+                    },
+                )
+                .map_err(|err| Stop::failed(format!("the event hub failed: {err}")))?;
+        }
+        let id = run.id.clone();
         if let Err(err) = run_blocking(&self.parts.store, move |s| s.mark_run_processing(&id)).await
         {
-            tracing::error!(%run_id, %err, "could not mark the run processing");
+            tracing::error!(run_id = %run.id, %err, "could not mark the run processing");
         }
-        Some(permit)
+        Ok(permit)
     }
 
     /// Takes a run out of the queue and tells the runs still waiting their new positions.
@@ -356,15 +387,20 @@ impl Supervisor {
         } else {
             workspace::preview_dir(&self.parts.settings.data_dir, &run.id)
         };
-        let (data_dir, owned) = (self.parts.settings.data_dir.clone(), twin.clone());
-        let workspace =
-            tokio::task::spawn_blocking(move || workspace::prepare(&dir, &data_dir, &owned))
-                .await
-                .map_err(|e| Stop::failed(e.to_string()))?
-                .map_err(|e| Stop::failed(e.to_string()))?;
         let toolchain = Toolchain::find(&self.parts.settings)
             .await
             .map_err(|e| Stop::failed(e.to_string()))?;
+        let (data_dir, owned, tools) = (
+            self.parts.settings.data_dir.clone(),
+            twin.clone(),
+            toolchain.clone(),
+        );
+        let workspace = tokio::task::spawn_blocking(move || {
+            workspace::prepare(&dir, &data_dir, &owned, &tools)
+        })
+        .await
+        .map_err(|e| Stop::failed(e.to_string()))?
+        .map_err(|e| Stop::failed(e.to_string()))?;
         let backend_url = self
             .backend_url
             .get()
@@ -407,29 +443,47 @@ impl Supervisor {
     /// Ends a run that ran here: recovers any state terraform could not save, lets go of its
     /// backend credential and state lock, then records the end.
     async fn conclude(&self, run: &Run, result: Result<Produced, Stop>) {
-        let ending = match result {
-            Ok(produced) => Ending {
-                outcome: Outcome::Succeeded,
-                error: None,
-                exit_code: Some(0),
-                outputs: produced.outputs,
-                result: produced.result,
-            },
-            Err(Stop::Cancelled) => Ending {
-                outcome: Outcome::Cancelled,
-                error: Some("cancelled: terraform was interrupted".into()),
-                exit_code: None,
-                outputs: None,
-                result: None,
-            },
-            Err(Stop::Failed { error, exit_code }) => Ending {
-                outcome: Outcome::Failed,
-                error: Some(self.masker.mask(error)),
-                exit_code,
-                outputs: None,
-                result: None,
-            },
-        };
+        let ending =
+            match result {
+                Ok(produced) => Ending {
+                    moved: true,
+                    outcome: Outcome::Succeeded,
+                    error: None,
+                    exit_code: Some(0),
+                    outputs: produced.outputs,
+                    result: produced.result,
+                },
+                Err(Stop::Unstarted(why)) => Ending {
+                    moved: false,
+                    outcome: if why.is_some() {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Cancelled
+                    },
+                    error: Some(why.unwrap_or_else(|| {
+                        "cancelled before it started: terraform never ran".into()
+                    })),
+                    exit_code: None,
+                    outputs: None,
+                    result: None,
+                },
+                Err(Stop::Cancelled) => Ending {
+                    moved: true,
+                    outcome: Outcome::Cancelled,
+                    error: Some("cancelled: terraform was interrupted".into()),
+                    exit_code: None,
+                    outputs: None,
+                    result: None,
+                },
+                Err(Stop::Failed { error, exit_code }) => Ending {
+                    moved: true,
+                    outcome: Outcome::Failed,
+                    error: Some(self.masker.mask(error)),
+                    exit_code,
+                    outputs: None,
+                    result: None,
+                },
+            };
         if run.kind.changes_infrastructure() {
             self.collect_leftovers(&run.id, &run.twin_id).await;
         } else {
@@ -478,6 +532,7 @@ impl Supervisor {
     /// and the last `status` and `done` events, in one transaction.
     async fn record_end(&self, run: &Run, ending: Ending) {
         let Ending {
+            moved,
             outcome,
             error,
             exit_code,
@@ -488,19 +543,18 @@ impl Supervisor {
             None => format!("{} succeeded", run.kind),
             Some(error) => format!("{} {outcome}: {error}", run.kind),
         };
-        let outputs = match (run.kind, outcome, outputs) {
-            (RunKind::Deploy, Outcome::Succeeded, Some(outputs)) => {
-                OutputsChange::Deployed(outputs)
-            }
-            (RunKind::Destroy, Outcome::Succeeded, _) => OutputsChange::Clear,
-            _ => OutputsChange::Keep,
-        };
-        let twin_move = run.kind.final_status(outcome).map(|to| StatusMove {
-            to,
-            actor: run.actor.clone(),
-            reason: Some(message.clone()),
-            lock: LockChange::Release(run.id.clone()),
-        });
+        let deployed = run.kind == RunKind::Deploy && outcome == Outcome::Succeeded;
+        let twin_move = run
+            .kind
+            .final_status(outcome)
+            .filter(|_| moved)
+            .map(|to| StatusMove {
+                to,
+                actor: run.actor.clone(),
+                reason: Some(message.clone()),
+                lock: LockChange::Release(run.id.clone()),
+            });
+        let release_lock = (!moved && run.kind.changes_infrastructure()).then(|| run.id.clone());
         // Runs that move nothing report the twin's status as it is.
         let twin_status = match &twin_move {
             Some(change) => Some(change.to),
@@ -521,7 +575,9 @@ impl Supervisor {
             error: error.clone(),
             message,
             outputs,
+            deployed,
             twin_move: twin_move.clone(),
+            release_lock,
             result,
         };
         let mut last = Vec::with_capacity(2);

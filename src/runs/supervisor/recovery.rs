@@ -55,7 +55,12 @@ impl Supervisor {
         let last = run_blocking(&self.parts.store, move |s| s.last_event_seq(&run_id)).await?;
         self.parts.hub.open_run(&run.id, last);
         self.collect_leftovers(&run.id, &run.twin_id).await;
+        // A run that died while it waited in the queue had not moved its twin yet.
+        let twin_id = run.twin_id.clone();
+        let twin = run_blocking(&self.parts.store, move |s| s.get_twin(&twin_id)).await?;
+        let moved = twin.is_some_and(|t| Some(t.deployment_status) == run.kind.working_status());
         let ending = Ending {
+            moved,
             outcome: Outcome::Failed,
             error: Some(reason.to_owned()),
             exit_code: None,
