@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Crash soak: runs the crash test of tests/api/resilience.rs for ROUNDS rounds (default 50).
-# Each round starts the real gateway binary, deploys sandbox objects, kills the gateway with
-# SIGKILL at a moment of the apply (the moments cycle), restarts it on the same data directory
-# and checks that the run was settled and that terraform's state equals the sandbox; five rounds
-# run at once. See docs/resilience.md.
+# Crash soak: runs the kill test of tests/api/adoption.rs for ROUNDS rounds (default 50).
+# Each round starts the real gateway binary, deploys (or destroys) sandbox objects, kills the
+# gateway with SIGKILL at a moment of init, plan, apply or destroy (the moments cycle), starts
+# it again on the same data directory and port, and checks that the adopted run ends as it
+# would have: stream joined across the restart gap-free with every line terraform printed once,
+# state equal to the sandbox. Four rounds run at once. See docs/resilience.md.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -19,5 +20,5 @@ if [[ ! -x tools/bin/terraform ]]; then
 fi
 
 TERRASTREAM_SOAK_ROUNDS="$rounds" exec cargo test -p terrastream --test api -- \
-    --exact resilience::killing_the_gateway_mid_apply_loses_nothing_and_the_restart_settles_the_run \
+    --exact adoption::killing_the_gateway_at_any_moment_leaves_the_run_to_finish_and_the_restart_adopts_it \
     --nocapture

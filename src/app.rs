@@ -14,20 +14,25 @@ use actix_web::{body::MessageBody, web, App, HttpServer};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
+use crate::api::sse::StreamsEnd;
 use crate::api::{self, auth::Authenticator, error};
 use crate::auth::{self, RunGrants};
 use crate::catalog::ProviderCatalog;
 use crate::config::Settings;
+use crate::config::ShutdownMode;
 use crate::costs::PriceBook;
 use crate::hub::EventHub;
 use crate::metrics::Metrics;
 use crate::runs::secrets::Credentials;
-use crate::runs::{Isolation, IsolationMode, Supervisor, SupervisorParts, Toolchain};
+use crate::runs::{
+    Isolation, IsolationMode, RecoveryReport, Supervisor, SupervisorParts, Toolchain,
+};
 use crate::state::{StateCipher, StateService};
 use crate::store::{SqliteStore, Store};
 
-/// How long open connections get to finish once the server stops.
-const CONNECTION_DRAIN_SECS: u64 = 5;
+/// How long open connections get to finish once the server stops (event streams are ended
+/// before that).
+const CONNECTION_DRAIN_SECS: u64 = 1;
 
 /// A built gateway, bound to its port and ready to serve.
 pub struct Application {
@@ -37,6 +42,8 @@ pub struct Application {
     supervisor: Arc<Supervisor>,
     settings: Settings,
     runs_runtime: RunsRuntime,
+    /// Ends every open event stream at shutdown (clients reconnect to the next start).
+    streams_end: web::Data<StreamsEnd>,
 }
 
 /// Runs and the event writer live on their own threads, so however busy the HTTP workers
@@ -128,7 +135,7 @@ impl Application {
             .run_isolation
             .with_label_values(&[isolation.mode().as_str()])
             .set(1);
-        let grants = Arc::new(RunGrants::default());
+        let grants = Arc::new(RunGrants::new(Arc::clone(&store)));
         let hub = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), &runtime);
         let supervisor = Supervisor::new(SupervisorParts {
             settings: settings.clone(),
@@ -142,24 +149,31 @@ impl Application {
             isolation,
         });
 
-        // Before listening, so a terraform left from a previous life finds the backend
-        // closed (its state save fails fast into errored.tfstate, which is recovered) rather
-        // than a socket nobody answers.
-        let settling = Arc::clone(&supervisor);
-        let settled = std::thread::scope(|scope| {
-            scope
-                .spawn(|| runtime.block_on(settling.settle_interrupted_runs()))
-                .join()
-        })
-        .map_err(|_| anyhow::anyhow!("settling interrupted runs panicked"))??;
-        if settled > 0 {
-            tracing::warn!(runs = settled, "settled runs interrupted by a restart");
-        }
-
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
-        let port = listener.local_addr()?.port();
-        supervisor.set_backend_url(format!("http://127.0.0.1:{port}"));
+        let local = listener.local_addr()?;
+        let port = local.port();
+        supervisor.set_backend_url(backend_url(&settings, local));
+
+        // After listening, in the background: a terraform a previous life left running
+        // reaches this gateway's backend meanwhile, and /healthz answers at once.
+        let recovering = Arc::clone(&supervisor);
+        runtime.spawn(async move {
+            match recovering.recover().await {
+                Ok(report) if report == RecoveryReport::default() => {}
+                Ok(report) => tracing::warn!(
+                    adopted = report.adopted,
+                    settled = report.settled,
+                    requeued = report.requeued,
+                    "took over the runs a previous start left"
+                ),
+                Err(err) => {
+                    tracing::error!(%err, "could not look at the runs a previous start left")
+                }
+            }
+        });
+        let streams_end = web::Data::new(StreamsEnd::default());
+        let streams = streams_end.clone();
 
         let supervisor_data = web::Data::from(Arc::clone(&supervisor));
         let state_data = web::Data::from(state);
@@ -186,6 +200,7 @@ impl Application {
                 .app_data(settings_data.clone())
                 .app_data(price_book_data.clone())
                 .app_data(catalog_data.clone())
+                .app_data(streams_end.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)
@@ -209,6 +224,7 @@ impl Application {
             supervisor,
             settings,
             runs_runtime,
+            streams_end: streams,
         })
     }
 
@@ -229,6 +245,7 @@ impl Application {
             supervisor,
             settings,
             runs_runtime,
+            streams_end,
             ..
         } = self;
         let handle = server.handle();
@@ -238,19 +255,33 @@ impl Application {
             result = &mut server => return result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             () = stop_requested(settings.handle_signals) => {}
         }
-        tracing::info!("shutting down: no new runs; stopping running terraform gracefully");
+        let mode = settings.on_shutdown;
+        match mode {
+            ShutdownMode::Leave => tracing::info!(
+                "shutting down: no new runs; running terraform goes on under its monitors and the next start adopts it"
+            ),
+            ShutdownMode::Interrupt => {
+                tracing::info!("shutting down: no new runs; stopping running terraform gracefully")
+            }
+        }
         if settings.handle_signals {
             tokio::spawn(async {
                 if stop_signal().await.is_ok() {
                     tracing::warn!(
-                        "second signal: exiting at once; the next start settles what was running"
+                        "second signal: exiting at once; the next start adopts or settles what was running"
                     );
                     std::process::exit(130);
                 }
             });
         }
-        let limit = settings.shutdown_grace.max(settings.cancel_grace) + Duration::from_secs(5);
-        supervisor.shutdown(limit).await;
+        let limit = match mode {
+            ShutdownMode::Leave => Duration::from_secs(1),
+            ShutdownMode::Interrupt => {
+                settings.shutdown_grace.max(settings.cancel_grace) + Duration::from_secs(5)
+            }
+        };
+        supervisor.shutdown(mode, limit).await;
+        streams_end.0.cancel();
         handle.stop(true).await;
         let result = server
             .await
@@ -331,4 +362,18 @@ fn cors(origins: &[String]) -> Cors {
         .expose_headers(["Location", "X-Request-Id"])
         .supports_credentials()
         .max_age(3600)
+}
+
+/// Where terraform reaches this gateway's state backend: `--backend-url`, else the address it
+/// listens on (loopback for a wildcard bind).
+fn backend_url(settings: &Settings, local: std::net::SocketAddr) -> String {
+    if let Some(url) = &settings.backend_url {
+        return url.clone();
+    }
+    let host = match local.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}", local.port())
 }

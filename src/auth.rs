@@ -6,8 +6,8 @@ use std::path::Path;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::domain::Principal;
-use crate::store::{Store, StoreResult};
+use crate::domain::{Principal, RunGrant};
+use crate::store::{run_blocking, Store, StoreResult};
 
 /// Prefix of API tokens, so a leaked one is recognisable in secret scanners.
 pub const TOKEN_PREFIX: &str = "tst_";
@@ -63,6 +63,36 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// The active runs' backend credentials, kept in the store by the hash of their secret, so
+/// they outlive the gateway process that issued them.
+pub struct RunGrants {
+    store: std::sync::Arc<dyn Store>,
+}
+
+impl RunGrants {
+    pub fn new(store: std::sync::Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// A new secret for the run; valid until [`RunGrants::revoke`].
+    pub async fn issue(&self, grant: RunGrant) -> StoreResult<String> {
+        let secret = generate_secret("run_secret_");
+        let hash = hash_secret(&secret);
+        run_blocking(&self.store, move |s| s.insert_grant(&hash, &grant)).await?;
+        Ok(secret)
+    }
+
+    pub async fn find(&self, secret: &str) -> StoreResult<Option<RunGrant>> {
+        let hash = hash_secret(secret);
+        run_blocking(&self.store, move |s| s.find_grant(&hash)).await
+    }
+
+    pub async fn revoke(&self, run_id: &crate::domain::RunId) -> StoreResult<()> {
+        let run_id = run_id.clone();
+        run_blocking(&self.store, move |s| s.revoke_grants(&run_id)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,41 +105,5 @@ mod tests {
         assert!(a.starts_with("tst_") && a.len() == 4 + 64);
         assert_eq!(hash_secret(&a), hash_secret(&a));
         assert_ne!(hash_secret(&a), a);
-    }
-}
-
-/// A run's credential for terraform's http backend: it reaches only that twin's state, and
-/// only while the run is active.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunGrant {
-    pub run_id: crate::domain::RunId,
-    pub twin_id: crate::domain::TwinId,
-    pub owner: String,
-}
-
-/// The active runs' backend credentials, by hash of the secret.
-#[derive(Debug, Default)]
-pub struct RunGrants {
-    grants: std::sync::Mutex<std::collections::HashMap<String, RunGrant>>,
-}
-
-impl RunGrants {
-    /// A new secret for the run; valid until [`RunGrants::revoke`].
-    pub fn issue(&self, grant: RunGrant) -> String {
-        let secret = generate_secret("run_secret_");
-        if let Ok(mut grants) = self.grants.lock() {
-            grants.insert(hash_secret(&secret), grant);
-        }
-        secret
-    }
-
-    pub fn find(&self, secret: &str) -> Option<RunGrant> {
-        self.grants.lock().ok()?.get(&hash_secret(secret)).cloned()
-    }
-
-    pub fn revoke(&self, run_id: &crate::domain::RunId) {
-        if let Ok(mut grants) = self.grants.lock() {
-            grants.retain(|_, grant| &grant.run_id != run_id);
-        }
     }
 }

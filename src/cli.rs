@@ -21,6 +21,12 @@ pub struct Cli {
 pub enum Command {
     /// Start the gateway.
     Serve(Box<ServeArgs>),
+    /// Run one terraform command of a run, outliving the gateway (started by the gateway).
+    #[command(hide = true)]
+    Monitor {
+        /// The step's directory: its spool and exit status go there.
+        step_dir: PathBuf,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -130,6 +136,14 @@ pub struct ServeArgs {
     /// configuration reaches what is there.
     #[arg(long, env = "TERRASTREAM_RUN_WRITABLE", value_delimiter = ',')]
     pub run_writable: Vec<PathBuf>,
+    /// What SIGINT/SIGTERM does to running terraform: `leave` it to its monitor (the next
+    /// start adopts it; the default) or `interrupt` it and store the outcome.
+    #[arg(long, env = "TERRASTREAM_ON_SHUTDOWN", default_value = "leave")]
+    pub on_shutdown: crate::config::ShutdownMode,
+    /// Where terraform reaches the state backend (default: http://<bind address>); keep it
+    /// the same across restarts so runs outlive them.
+    #[arg(long, env = "TERRASTREAM_BACKEND_URL")]
+    pub backend_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -171,6 +185,11 @@ impl ServeArgs {
         settings.run_isolation = self.run_isolation;
         settings.run_readable = self.run_readable.into_iter().filter(given).collect();
         settings.run_writable = self.run_writable.into_iter().filter(given).collect();
+        settings.on_shutdown = self.on_shutdown;
+        settings.backend_url = self
+            .backend_url
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty());
         settings.with_absolute_paths()
     }
 }

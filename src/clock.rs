@@ -11,6 +11,13 @@ pub fn now() -> String {
     format(Utc::now())
 }
 
+/// A timestamp as [`format`] writes it (any RFC 3339 time, in fact).
+pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,38 @@ pub struct Settings {
     pub run_readable: Vec<PathBuf>,
     /// Extra paths every run may write. Whatever is here, every twin's configuration reaches.
     pub run_writable: Vec<PathBuf>,
+    /// The program started as `<program> monitor <step dir>` for each terraform command;
+    /// default: this binary.
+    pub monitor_program: Option<PathBuf>,
+    /// What SIGINT/SIGTERM does to running runs.
+    pub on_shutdown: ShutdownMode,
+    /// Where terraform reaches the gateway's state backend (default: the address it listens
+    /// on). Must stay the same across restarts for runs to outlive one.
+    pub backend_url: Option<String>,
+}
+
+/// What a graceful stop does to the runs that are working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShutdownMode {
+    /// Leave them to their monitors; the next start adopts them (the default: upgrades and
+    /// restarts do not end runs).
+    #[default]
+    Leave,
+    /// Interrupt terraform (one SIGINT, the kill after the grace) and store each outcome.
+    Interrupt,
+}
+
+impl std::str::FromStr for ShutdownMode {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "leave" => Ok(ShutdownMode::Leave),
+            "interrupt" => Ok(ShutdownMode::Interrupt),
+            other => Err(format!(
+                "unknown shutdown mode '{other}' (one of: leave, interrupt)"
+            )),
+        }
+    }
 }
 
 /// Time limits per terraform command. Generous by default: a hard limit that kills a long
@@ -113,6 +145,9 @@ impl Settings {
             run_isolation: IsolationMode::default(),
             run_readable: Vec::new(),
             run_writable: Vec::new(),
+            monitor_program: None,
+            on_shutdown: ShutdownMode::default(),
+            backend_url: None,
         }
     }
 
@@ -127,6 +162,7 @@ impl Settings {
         self.provider_catalog = self.provider_catalog.map(absolute);
         self.run_readable = self.run_readable.into_iter().map(absolute).collect();
         self.run_writable = self.run_writable.into_iter().map(absolute).collect();
+        self.monitor_program = self.monitor_program.map(absolute);
         self.terraform = self.terraform.map(|program| {
             let bare = program.components().count() == 1 && !program.is_absolute();
             match bare.then(|| on_path(&program)).flatten() {

@@ -6,8 +6,16 @@ use terrastream::domain::Principal;
 use terrastream::store::SqliteStore;
 use tracing_subscriber::EnvFilter;
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // A run's monitor is a small process of its own, with a runtime of its own.
+    if let Command::Monitor { step_dir } = &cli.command {
+        return terrastream::runs::monitor::run(step_dir);
+    }
+    actix_web::rt::System::new().block_on(gateway(cli.command))
+}
+
+async fn gateway(command: Command) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -16,7 +24,8 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    match Cli::parse().command {
+    match command {
+        Command::Monitor { .. } => {}
         Command::Serve(args) => {
             let settings = args.into_settings();
             let app = Application::build(settings.clone())?;

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::auth::{generate_secret, hash_secret, RunGrant, RunGrants};
+use crate::auth::{generate_secret, hash_secret, RunGrants};
 use crate::clock;
-use crate::domain::Principal;
+use crate::domain::{Principal, RunGrant};
 use crate::store::{run_blocking, Store};
 
 pub const SESSION_COOKIE: &str = "terrastream_session";
@@ -168,7 +168,7 @@ impl Authenticator {
             .map_err(|_| refuse())?;
         let text = String::from_utf8(decoded).map_err(|_| refuse())?;
         let (_, password) = text.split_once(':').ok_or_else(refuse)?;
-        if let Some(grant) = self.grants.find(password) {
+        if let Some(grant) = self.grants.find(password).await? {
             let principal = Principal {
                 owner: grant.owner.clone(),
                 is_admin: false,

@@ -30,6 +30,9 @@ pub async fn readyz(
     if !supervisor.is_accepting() {
         problems.push("shutting down".to_owned());
     }
+    if !supervisor.is_recovered() {
+        problems.push("still taking over the runs a previous start left".to_owned());
+    }
     let isolation = supervisor.isolation().mode().as_str();
     if problems.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready", "run_isolation": isolation }))

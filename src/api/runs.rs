@@ -88,12 +88,13 @@ pub async fn start_run(
 /// `POST /twins/{id}/validate`: `{"valid", "errors", "warnings"}` from `terraform validate`.
 pub async fn validate(
     supervisor: web::Data<Supervisor>,
-    settings: web::Data<Settings>,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
-    let validation = crate::runs::validate::validate(&settings, supervisor.isolation(), &twin)
+    let validation = supervisor
+        .into_inner()
+        .validate(&twin)
         .await
         .map_err(|err| ApiError::Unavailable(format!("cannot validate: {err}")))?;
     Ok(HttpResponse::Ok().json(validation))

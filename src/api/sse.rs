@@ -22,7 +22,13 @@ pub fn to_sse(event: &StoredEvent) -> sse::Event {
     )
 }
 
-/// The SSE response for a subscription; it ends after the run's `done` event.
+/// Fired when the gateway stops: every open stream ends (without `done` for a run that goes
+/// on), so clients reconnect to the next start.
+#[derive(Debug, Default)]
+pub struct StreamsEnd(pub tokio_util::sync::CancellationToken);
+
+/// The SSE response for a subscription; it ends after the run's `done` event, or when the
+/// gateway stops.
 pub fn event_stream(
     subscription: Subscription,
     keep_alive: Duration,
@@ -31,17 +37,25 @@ pub fn event_stream(
     let guard = req
         .app_data::<actix_web::web::Data<Metrics>>()
         .map(|m| StreamGuard::new(m.clone().into_inner()));
+    let end = req
+        .app_data::<actix_web::web::Data<StreamsEnd>>()
+        .map(|end| end.0.clone())
+        .unwrap_or_default();
     let events = stream::unfold(
-        (subscription, guard),
-        |(mut subscription, guard)| async move {
-            match subscription.next().await {
+        (subscription, guard, end),
+        |(mut subscription, guard, end)| async move {
+            let next = tokio::select! {
+                next = subscription.next() => next,
+                () = end.cancelled() => return None,
+            };
+            match next {
                 Ok(Some(event)) => {
                     if let Some(guard) = &guard {
                         guard.sent();
                     }
                     Some((
                         Ok::<_, std::convert::Infallible>(to_sse(&event)),
-                        (subscription, guard),
+                        (subscription, guard, end),
                     ))
                 }
                 Ok(None) => None,

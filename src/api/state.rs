@@ -9,8 +9,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::twins::visible_twin;
-use crate::auth::RunGrant;
-use crate::domain::{DeploymentStatus, Principal, Run, RunKind, Twin};
+use crate::domain::{DeploymentStatus, Principal, Run, RunGrant, RunKind, Twin};
 use crate::runs::Supervisor;
 use crate::state::{mask_outputs, mask_state, Pushed, StateError, StateService, Writer};
 use crate::store::{Conflict, StateVersion};

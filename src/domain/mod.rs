@@ -10,8 +10,8 @@ mod twin;
 
 pub use ids::{IdError, RunId, TwinId};
 pub use names::{FilePath, TwinName};
-pub use principal::Principal;
-pub use run::{LogStream, Outcome, Run, RunEvent, RunKind, RunStatus, Stage};
+pub use principal::{Principal, RunGrant};
+pub use run::{LogStream, MonitorId, Outcome, Run, RunEvent, RunKind, RunStatus, RunStep, Stage};
 pub use status::{DeploymentStatus, ALLOWED_MOVES};
 pub use twin::{HistoryEntry, NewTwin, Provider, Twin, TwinFiles, TwinUpdate, Variables};
 

@@ -169,15 +169,42 @@ pub struct Run {
     pub error: Option<String>,
     pub message: Option<String>,
     pub outputs: Option<serde_json::Value>,
-    /// terraform's process group while it runs, to find it again after a crash.
-    pub process_group: Option<i32>,
-    pub workdir: Option<String>,
     /// What a plan or drift check found (`changes`, `summary`, `drifted` ...).
     pub result: Option<serde_json::Value>,
+    /// The step the run is on, while it works (what a restarted gateway adopts).
+    pub step: Option<RunStep>,
+    /// A deploy that applies a kept plan preview: that preview's run.
+    pub applies_plan: Option<RunId>,
+}
+
+/// One step of a run: a terraform command (or a step of the gateway's own) in the order the
+/// run's kind walks them. A command runs under a monitor process that keeps its output in a
+/// spool in `dir` and its exit status beside it, so it outlives the gateway that started it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStep {
+    /// 0, 1, 2 ... in the run's plan of steps.
+    pub index: u32,
+    /// What the step does (`init`, `apply`, `output`, ...).
+    pub name: String,
+    /// Where its monitor keeps its spool and exit status; empty for steps with no monitor.
+    pub dir: String,
+    pub started_at: String,
+    /// The monitor process, once it runs.
+    pub monitor: Option<MonitorId>,
+    /// How much of the spool has been read into the run's stored events.
+    pub spool_offset: u64,
+}
+
+/// A process as a restarted gateway can recognise it: its pid and its start time (clock ticks
+/// after boot), so a reused pid is never taken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MonitorId {
+    pub pid: i32,
+    pub start_ticks: u64,
 }
 
 /// Which stream of terraform a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     Stdout,

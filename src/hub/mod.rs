@@ -18,7 +18,7 @@ use writer::WriterCommand;
 
 use crate::domain::{RunEvent, RunId};
 use crate::metrics::Metrics;
-use crate::store::{RunFinish, Store, StoreError, StoredEvent};
+use crate::store::{RunFinish, SpoolMark, Store, StoreError, StoredEvent};
 
 /// Live events kept per run for subscribers that are slightly behind; one further behind
 /// reads the store instead.
@@ -92,6 +92,17 @@ impl EventHub {
 
     /// Queues an event; it is stored, then sent. Never waits on readers or the disk.
     pub fn publish(&self, run_id: &RunId, event: &RunEvent) -> Result<u64, HubError> {
+        self.publish_marked(run_id, event, None)
+    }
+
+    /// [`EventHub::publish`] of an event read from the run's spool: `mark` (how far the spool
+    /// has been read) is stored in the same transaction as the event.
+    pub fn publish_marked(
+        &self,
+        run_id: &RunId,
+        event: &RunEvent,
+        mark: Option<SpoolMark>,
+    ) -> Result<u64, HubError> {
         let channel = self
             .channel(run_id)
             .ok_or_else(|| HubError::NotOpen(run_id.clone()))?;
@@ -101,7 +112,7 @@ impl EventHub {
             .map_err(|_| HubError::WriterStopped)?;
         let stored = stored_event(run_id, *last + 1, event);
         self.writer
-            .send(WriterCommand::Event(stored, Instant::now()))
+            .send(WriterCommand::Event(stored, Instant::now(), mark))
             .map_err(|_| HubError::WriterStopped)?;
         *last += 1;
         Ok(*last)

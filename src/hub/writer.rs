@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::EventHub;
-use crate::store::{run_blocking, RunFinish, Store, StoreError, StoredEvent};
+use crate::domain::RunId;
+use crate::store::{run_blocking, RunFinish, SpoolMark, Store, StoreError, StoredEvent};
 
 /// At most this many events per transaction; well under the live buffer, so one batch never
 /// pushes a live reader out of it.
@@ -19,8 +20,8 @@ const MAX_BATCH: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(super) enum WriterCommand {
-    /// An event and when it was published.
-    Event(StoredEvent, Instant),
+    /// An event, when it was published, and how far its run's spool was read with it.
+    Event(StoredEvent, Instant, Option<SpoolMark>),
     Finish {
         events: Vec<StoredEvent>,
         finish: Box<RunFinish>,
@@ -29,7 +30,7 @@ pub(super) enum WriterCommand {
     Flush(oneshot::Sender<()>),
 }
 
-type Timed = (StoredEvent, Option<Instant>);
+type Timed = (StoredEvent, Option<Instant>, Option<SpoolMark>);
 
 pub(super) async fn run(
     store: Arc<dyn Store>,
@@ -42,7 +43,9 @@ pub(super) async fn run(
         let mut flushes = Vec::new();
         for command in batch.drain(..) {
             match command {
-                WriterCommand::Event(event, published) => events.push((event, Some(published))),
+                WriterCommand::Event(event, published, mark) => {
+                    events.push((event, Some(published), mark));
+                }
                 WriterCommand::Flush(reply) => flushes.push(reply),
                 WriterCommand::Finish {
                     events: last,
@@ -50,7 +53,7 @@ pub(super) async fn run(
                     reply,
                 } => {
                     let mut stored = std::mem::take(&mut events);
-                    stored.extend(last.into_iter().map(|event| (event, None)));
+                    stored.extend(last.into_iter().map(|event| (event, None, None)));
                     let result = write(&store, stored, Some(*finish), &hub).await;
                     let _ = reply.send(result);
                 }
@@ -76,11 +79,25 @@ async fn write(
     hub: &Weak<EventHub>,
 ) -> Result<(), StoreError> {
     let rows: Arc<Vec<StoredEvent>> =
-        Arc::new(events.iter().map(|(event, _)| event.clone()).collect());
+        Arc::new(events.iter().map(|(event, _, _)| event.clone()).collect());
+    // The furthest mark of each run in the batch: its spool was read that far.
+    let mut furthest: Vec<(RunId, SpoolMark)> = Vec::new();
+    for (event, _, mark) in &events {
+        let Some(mark) = mark else { continue };
+        match furthest.iter_mut().find(|(run, _)| *run == event.run_id) {
+            Some((_, at)) => *at = *mark,
+            None => furthest.push((event.run_id.clone(), *mark)),
+        }
+    }
+    let marks = Arc::new(furthest);
     let mut delay = Duration::from_millis(50);
     loop {
-        let (batch, attempt) = (Arc::clone(&rows), finish.clone());
-        match run_blocking(store, move |s| s.append_events(&batch, attempt.as_ref())).await {
+        let (batch, attempt, at) = (Arc::clone(&rows), finish.clone(), Arc::clone(&marks));
+        match run_blocking(store, move |s| {
+            s.append_events(&batch, &at, attempt.as_ref())
+        })
+        .await
+        {
             Ok(()) => break,
             Err(StoreError::Conflict(conflict))
                 if finish.as_ref().is_some_and(|f| f.twin_move.is_some()) =>
@@ -101,7 +118,7 @@ async fn write(
     }
     set_failing(hub, false);
     if let Some(hub) = hub.upgrade() {
-        for (event, published) in events {
+        for (event, published, _) in events {
             hub.fan_out(Arc::new(event), published);
         }
     }

@@ -187,7 +187,9 @@ impl Isolation {
             "--unshare-cgroup-try",
             "--hostname",
             "terrastream-run",
-            // No controlling terminal to push input into.
+            // Dies with whatever started it (a run's monitor: a lost monitor is a lost run), and
+            // gets no controlling terminal to push input into.
+            "--die-with-parent",
             "--new-session",
             "--proc",
             "/proc",

@@ -2,10 +2,11 @@
 
 pub mod isolation;
 mod lockfile;
+pub mod monitor;
 mod plan;
 mod process;
 pub mod secrets;
-mod sink;
+pub(crate) mod sink;
 mod supervisor;
 pub mod tfjson;
 pub mod toolchain;
@@ -13,5 +14,5 @@ pub mod validate;
 mod workspace;
 
 pub use isolation::{Isolation, IsolationMode};
-pub use supervisor::{RunError, Supervisor, SupervisorParts};
+pub use supervisor::{RecoveryReport, RunError, Supervisor, SupervisorParts};
 pub use toolchain::{Toolchain, ToolchainError};

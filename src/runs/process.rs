@@ -1,5 +1,9 @@
-//! The one owner of a terraform child process: spawn it in its own process group with stdin
-//! null, read stdout and stderr line by line as they come, signal the group, reap it.
+//! The one owner of terraform processes: how a command is started (its own process group,
+//! stdin null, a clean environment), how its output is read (line by line, as it comes), how
+//! it is signalled (SIGINT to terraform itself; SIGKILL to everything below it), how a process
+//! is recognised after a restart, and short commands whose stdout the gateway reads itself
+//! (`output -json`, `show -json`, `state list`, validation). Long commands run under a
+//! monitor ([`super::monitor`]), which uses the same pieces.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -9,18 +13,21 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::monitor::SpoolRecord;
 use crate::clock;
-use crate::domain::LogStream;
+use crate::domain::{LogStream, MonitorId};
 
 /// Longest line passed on whole; longer output is split into several lines of this size.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// How long to wait for the pipes to close after the process exits (a grandchild may hold
 /// them open).
-const PIPE_DRAIN: Duration = Duration::from_secs(5);
+pub const PIPE_DRAIN: Duration = Duration::from_secs(5);
 
 /// Receives each line as it is read, with the time it was read.
 pub trait LineSink: Send + Sync + 'static {
@@ -39,6 +46,10 @@ pub enum ProcessError {
         program: PathBuf,
         source: std::io::Error,
     },
+    #[error("terraform {what} timed out after {}", super::sink::humanize(*limit))]
+    TimedOut { what: String, limit: Duration },
+    #[error("terraform {what} was stopped")]
+    Stopped { what: String },
 }
 
 /// How the process ended.
@@ -48,7 +59,7 @@ pub struct Exit {
     pub code: Option<i32>,
     /// The stop ladder was used (cancel or timeout).
     pub interrupted: bool,
-    /// The grace period ran out and the group was killed.
+    /// The grace period ran out and the process was killed.
     pub killed: bool,
 }
 
@@ -59,7 +70,7 @@ impl Exit {
 }
 
 /// A command line with its working directory and complete environment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
@@ -70,142 +81,51 @@ pub struct ProcessSpec {
     pub command_depth: usize,
 }
 
-/// A started process, its group id, and its output readers.
-pub struct RunningProcess {
-    child: Child,
-    program: PathBuf,
-    pgid: i32,
-    command_depth: usize,
-    readers: Vec<tokio::task::JoinHandle<()>>,
+/// The command for `spec`: its own process group, stdin null, stdout and stderr piped, only
+/// the environment `spec` gives.
+pub fn command(spec: &ProcessSpec) -> Command {
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    command
 }
 
-impl RunningProcess {
-    /// Starts the process in a new process group, streaming both pipes into `sink`.
-    pub fn spawn(spec: &ProcessSpec, sink: Arc<dyn LineSink>) -> Result<Self, ProcessError> {
-        let mut command = Command::new(&spec.program);
-        command
-            .args(&spec.args)
-            .current_dir(&spec.cwd)
-            .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-            program: spec.program.clone(),
-            source,
-        })?;
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .unwrap_or(0);
-        let mut readers = Vec::with_capacity(2);
-        if let Some(stdout) = child.stdout.take() {
-            readers.push(tokio::spawn(read_lines(
-                stdout,
-                LogStream::Stdout,
-                Arc::clone(&sink),
-            )));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            readers.push(tokio::spawn(read_lines(stderr, LogStream::Stderr, sink)));
-        }
-        Ok(Self {
-            child,
-            program: spec.program.clone(),
-            pgid,
-            command_depth: spec.command_depth,
-            readers,
-        })
-    }
-
-    /// The process group id (the child's pid), recorded so a restarted gateway can find it.
-    pub fn pgid(&self) -> i32 {
-        self.pgid
-    }
-
-    /// One SIGINT to terraform itself, not to its providers or provisioners: they finish what
-    /// they are doing (terraform tells them to stop when it can). Terraform 1.0.3 runs under a
-    /// wrapper that ignores SIGINT: its child of the same program gets it too.
-    fn interrupt(&self) {
-        for pid in terraform_pids(self.pgid, self.command_depth) {
-            if let Err(err) = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGINT) {
-                tracing::debug!(pid, %err, "SIGINT not delivered");
-            }
-        }
-    }
-
-    /// SIGKILL to everything the process started: its group and, inside bubblewrap, the run's
-    /// own session (killing the pid namespace's init ends every process in it).
-    fn kill_all(&self) {
-        kill_tree(self.pgid);
-    }
-
-    /// Waits for the process. When `stop` fires: one SIGINT to the group (terraform finishes
-    /// in-flight operations and saves state), then SIGKILL after `grace`. Never a second
-    /// SIGINT, never SIGTERM (providers die mid-operation on it).
-    pub async fn wait(
-        mut self,
-        stop: &CancellationToken,
-        grace: Duration,
-    ) -> Result<Exit, ProcessError> {
-        let mut interrupted = false;
-        let mut killed = false;
-        let status = tokio::select! {
-            status = self.child.wait() => status,
-            () = stop.cancelled() => {
-                interrupted = true;
-                self.interrupt();
-                match tokio::time::timeout(grace, self.child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        killed = true;
-                        self.kill_all();
-                        self.child.wait().await
-                    }
-                }
-            }
-        };
-        let status = status.map_err(|source| ProcessError::Wait {
-            program: self.program.clone(),
-            source,
-        })?;
-        if !killed {
-            // terraform is gone; make sure no provider it started outlives it.
-            self.kill_all();
-        }
-        for reader in self.readers.drain(..) {
-            let abort = reader.abort_handle();
-            if tokio::time::timeout(PIPE_DRAIN, reader).await.is_err() {
-                abort.abort();
-            }
-        }
-        Ok(Exit {
-            code: status.code(),
-            interrupted,
-            killed,
-        })
-    }
-}
-
-async fn read_lines(pipe: impl AsyncRead + Unpin, stream: LogStream, sink: Arc<dyn LineSink>) {
+/// Reads `pipe` line by line into `lines`, each with its stream and the time it was read,
+/// until the pipe closes (or nobody takes lines any more).
+pub async fn read_lines(
+    pipe: impl AsyncRead + Unpin,
+    stream: LogStream,
+    lines: UnboundedSender<SpoolRecord>,
+) {
     let mut reader = BufReader::with_capacity(64 * 1024, pipe);
     let mut line = Vec::with_capacity(256);
     loop {
         line.clear();
-        match read_capped_line(&mut reader, &mut line).await {
+        let record = match read_capped_line(&mut reader, &mut line).await {
             Ok(0) => break,
-            Ok(_) => sink.line(stream, decode_line(&line), clock::now()),
+            Ok(_) => SpoolRecord {
+                stream,
+                ts: clock::now(),
+                line: decode_line(&line),
+            },
             Err(err) => {
-                sink.line(
+                let _ = lines.send(SpoolRecord {
                     stream,
-                    format!("[terrastream: reading terraform's {stream:?} failed: {err}]"),
-                    clock::now(),
-                );
+                    ts: clock::now(),
+                    line: format!("[terrastream: reading terraform's {stream:?} failed: {err}]"),
+                });
                 break;
             }
+        };
+        if lines.send(record).is_err() {
+            break;
         }
     }
 }
@@ -253,53 +173,93 @@ pub fn decode_line(bytes: &[u8]) -> String {
     text
 }
 
-/// Runs a command to completion and returns its stdout, without streaming it anywhere (for
-/// output that may hold secrets, like `terraform output -json`). Stderr goes to `sink`.
+/// Runs a short command to completion and returns its stdout, without streaming it anywhere
+/// (for output that may hold secrets, like `terraform output -json`); its stderr goes to
+/// `stderr`. Past `limit`, or when `stop` fires, everything it started is killed.
 pub async fn capture_stdout(
     spec: &ProcessSpec,
     stderr: Arc<dyn LineSink>,
+    limit: Duration,
+    stop: &CancellationToken,
 ) -> Result<(Exit, Vec<u8>), ProcessError> {
-    let child = Command::new(&spec.program)
-        .args(&spec.args)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ProcessError::Spawn {
-            program: spec.program.clone(),
-            source,
-        })?;
+    let what = spec
+        .args
+        .iter()
+        .rev()
+        .find(|a| !a.starts_with('-'))
+        .cloned()
+        .unwrap_or_default();
+    let mut child =
+        command(spec)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| ProcessError::Spawn {
+                program: spec.program.clone(),
+                source,
+            })?;
     let pgid = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .unwrap_or(0);
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|source| ProcessError::Wait {
-            program: spec.program.clone(),
-            source,
-        })?;
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let read = async {
+        let (mut stdout, mut errors) = (Vec::new(), Vec::new());
+        let read_out = async {
+            if let Some(pipe) = out.as_mut() {
+                pipe.read_to_end(&mut stdout).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let read_err = async {
+            if let Some(pipe) = err.as_mut() {
+                pipe.read_to_end(&mut errors).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let (a, b) = tokio::join!(read_out, read_err);
+        a.and(b).map(|()| (stdout, errors))
+    };
+    let outcome = tokio::select! {
+        read = read => {
+            let status = child.wait().await;
+            read.and_then(|output| status.map(|status| (status, output)))
+        }
+        () = tokio::time::sleep(limit) => {
+            kill_tree(pgid);
+            return Err(ProcessError::TimedOut { what, limit });
+        }
+        () = stop.cancelled() => {
+            kill_tree(pgid);
+            return Err(ProcessError::Stopped { what });
+        }
+    };
     // terraform is gone; make sure no provider it started outlives it.
     kill_tree(pgid);
-    for line in output
-        .stderr
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-    {
+    let (status, (stdout, errors)) = outcome.map_err(|source| ProcessError::Wait {
+        program: spec.program.clone(),
+        source,
+    })?;
+    for line in errors.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         stderr.line(LogStream::Stderr, decode_line(line), clock::now());
     }
     let exit = Exit {
-        code: output.status.code(),
+        code: status.code(),
         interrupted: false,
         killed: false,
     };
-    Ok((exit, output.stdout))
+    Ok((exit, stdout))
+}
+
+/// One SIGINT to terraform itself, not to its providers or provisioners: they finish what
+/// they are doing (terraform tells them to stop when it can). `leader` is the process that
+/// was started; the command runs `depth` levels below it. Terraform 1.0.3 runs under a
+/// wrapper that ignores SIGINT: its child of the same program gets it too.
+pub fn interrupt(leader: i32, depth: usize) {
+    for pid in terraform_pids(leader, depth) {
+        if let Err(err) = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGINT) {
+            tracing::debug!(pid, %err, "SIGINT not delivered");
+        }
+    }
 }
 
 /// The pid of the command `depth` levels below `leader` (the first child at each level), and
@@ -328,8 +288,10 @@ fn terraform_pids(leader: i32, depth: usize) -> Vec<i32> {
     pids
 }
 
-/// SIGKILL to `leader`'s process group and to every group of its descendants.
-fn kill_tree(leader: i32) {
+/// SIGKILL to `leader`'s process group and to every group of its descendants (inside
+/// bubblewrap, the run's own session: killing its pid namespace's init ends every process in
+/// it).
+pub fn kill_tree(leader: i32) {
     if leader <= 0 {
         return;
     }
@@ -349,6 +311,40 @@ fn kill_tree(leader: i32) {
     }
 }
 
+/// When the process started, in clock ticks after boot (`/proc/<pid>/stat`, field 22).
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Is the process `id` names still running (not a zombie, not a new process under a reused
+/// pid)?
+pub fn is_alive(id: MonitorId) -> bool {
+    let Some(fields) = stat_fields(id.pid) else {
+        return false;
+    };
+    let running = fields
+        .first()
+        .is_some_and(|state| *state != "Z" && *state != "X");
+    let same = fields
+        .get(19)
+        .and_then(|t| t.parse::<u64>().ok())
+        .is_some_and(|ticks| ticks == id.start_ticks);
+    running && same
+}
+
+/// Asks a monitor something by signal: SIGUSR1 (stop terraform gracefully) or SIGUSR2 (kill
+/// it). False when the monitor is gone.
+pub fn signal_monitor(id: MonitorId, signal: Signal) -> bool {
+    is_alive(id) && nix::sys::signal::kill(Pid::from_raw(id.pid), signal).is_ok()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name: state, ppid, pgrp, ...
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ProcessEntry {
     pid: i32,
@@ -365,13 +361,12 @@ fn process_table() -> Vec<ProcessEntry> {
         .flatten()
         .filter_map(|entry| {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // After the command name in parentheses: state, ppid, pgrp.
-            let rest = &stat[stat.rfind(')')? + 1..];
-            let mut fields = rest.split_whitespace().skip(1);
-            let ppid = fields.next()?.parse().ok()?;
-            let pgid = fields.next()?.parse().ok()?;
-            Some(ProcessEntry { pid, ppid, pgid })
+            let fields = stat_fields(pid)?;
+            Some(ProcessEntry {
+                pid,
+                ppid: fields.get(1)?.parse().ok()?,
+                pgid: fields.get(2)?.parse().ok()?,
+            })
         })
         .collect()
 }
@@ -402,5 +397,19 @@ mod tests {
         assert_eq!(lines[1], "a".repeat(10));
         assert_eq!(lines[2], "short");
         assert_eq!(lines[3], "last-no-newline");
+    }
+
+    #[test]
+    fn a_process_is_recognised_by_its_pid_and_start_time() {
+        let pid = i32::try_from(std::process::id()).unwrap_or(0);
+        let ticks = start_ticks(pid).unwrap_or(0);
+        assert!(is_alive(MonitorId {
+            pid,
+            start_ticks: ticks
+        }));
+        assert!(!is_alive(MonitorId {
+            pid,
+            start_ticks: ticks + 1
+        }));
     }
 }

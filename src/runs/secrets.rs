@@ -77,8 +77,9 @@ fn is_credential(name: &str) -> bool {
     CREDENTIAL_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Replaces known secret values in text.
-#[derive(Debug, Clone, Default)]
+/// Replaces known secret values in text. Handed to a run's monitors (in memory, on their
+/// stdin), so what reaches a spool is masked already.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Masker {
     secrets: Vec<String>,
 }

@@ -8,11 +8,13 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::monitor::SpoolRecord;
 use super::process::LineSink;
 use super::secrets::Masker;
 use super::tfjson::{self, Progress};
 use crate::domain::{LogStream, RunEvent, RunId, Stage};
 use crate::hub::EventHub;
+use crate::store::SpoolMark;
 
 /// Turns terraform's lines into events: secrets masked, `-json` objects shown as their
 /// human text and counted for progress.
@@ -128,6 +130,36 @@ impl RunSink {
 
 impl LineSink for RunSink {
     fn line(&self, stream: LogStream, line: String, ts: String) {
+        self.take(stream, line, ts, Delivery::Publish(None));
+    }
+}
+
+/// What becomes of a line taken into the sink.
+enum Delivery {
+    /// Published as events; the last one carries how far the spool was read.
+    Publish(Option<SpoolMark>),
+    /// Only what the run knows is updated (the spool of an adopted run, read again).
+    Replay,
+}
+
+impl RunSink {
+    /// A line of the run's spool, read up to `mark`.
+    pub(super) fn record(&self, record: SpoolRecord, mark: Option<SpoolMark>) {
+        self.take(
+            record.stream,
+            record.line,
+            record.ts,
+            Delivery::Publish(mark),
+        );
+    }
+
+    /// A line read before the gateway restarted: its events are stored already; what it told
+    /// (planned changes, progress, the last error, a stage due) is learnt again.
+    pub(super) fn replay(&self, record: SpoolRecord) {
+        self.take(record.stream, record.line, record.ts, Delivery::Replay);
+    }
+
+    fn take(&self, stream: LogStream, line: String, ts: String, delivery: Delivery) {
         if let Ok(mut state) = self.state.lock() {
             state.last_output = Instant::now();
         }
@@ -166,21 +198,30 @@ impl LineSink for RunSink {
                 line
             }
         };
+        let Delivery::Publish(mark) = delivery else {
+            return;
+        };
+        let mut events = Vec::new();
         if let Some(stage) = next_stage {
-            self.publish(&RunEvent::Stage { stage });
+            events.push(RunEvent::Stage { stage });
         }
         // One event per line: a `-json` message's text (an interrupt notice, a lock error) may
         // hold several.
         let text = text.strip_suffix('\n').unwrap_or(&text);
         for line in text.split('\n') {
-            self.publish(&RunEvent::Log {
+            events.push(RunEvent::Log {
                 stream,
                 line: line.to_owned(),
                 ts: ts.clone(),
             });
         }
-        if let Some(progress) = progress {
-            self.publish(&progress);
+        events.extend(progress);
+        let last = events.len().saturating_sub(1);
+        for (index, event) in events.iter().enumerate() {
+            let at = if index == last { mark } else { None };
+            if let Err(err) = self.hub.publish_marked(&self.run_id, event, at) {
+                tracing::error!(run_id = %self.run_id, %err, "event lost");
+            }
         }
     }
 }
@@ -224,7 +265,7 @@ fn collect(state: &mut SinkState, message: &tfjson::Message) {
 }
 
 /// `90 s`, `12 min`, `3 h`: durations as people read them.
-pub(super) fn humanize(duration: Duration) -> String {
+pub(crate) fn humanize(duration: Duration) -> String {
     let secs = duration.as_secs();
     match secs {
         0..=119 => format!("{secs} s"),

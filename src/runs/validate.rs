@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use tokio_util::sync::CancellationToken;
+
 use super::isolation::{Isolation, Jail};
 use super::process::{capture_stdout, LineSink, ProcessSpec};
 use super::toolchain::Toolchain;
@@ -27,6 +29,8 @@ pub enum ValidateError {
     Toolchain(#[from] super::ToolchainError),
     #[error("{0}")]
     Failed(String),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
 }
 
 /// Drops terraform's stderr: validation answers with diagnostics, not logs.
@@ -35,10 +39,13 @@ impl LineSink for Ignore {
     fn line(&self, _: LogStream, _: String, _: String) {}
 }
 
+/// Validates `twin` in a directory of its own; `stop` (the gateway shutting down) kills
+/// whatever terraform it started.
 pub async fn validate(
     settings: &Settings,
     isolation: &Isolation,
     twin: &Twin,
+    stop: &CancellationToken,
 ) -> Result<Validation, ValidateError> {
     let toolchain = Toolchain::find(settings).await?;
     let dir = workspace::preview_dir(&settings.data_dir, &RunId::generate());
@@ -52,7 +59,7 @@ pub async fn validate(
         .await
         .map_err(|e| ValidateError::Failed(e.to_string()))?
         .map_err(|e| ValidateError::Failed(e.to_string()))?;
-    let result = run_validation(settings, isolation, &toolchain, &dir).await;
+    let result = run_validation(settings, isolation, &toolchain, &dir, stop).await;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     result
 }
@@ -62,6 +69,7 @@ async fn run_validation(
     isolation: &Isolation,
     toolchain: &Toolchain,
     dir: &std::path::Path,
+    stop: &CancellationToken,
 ) -> Result<Validation, ValidateError> {
     // Validation runs the twin's configuration (init installs its providers): jailed like a run.
     let mut readable = toolchain.readable_paths();
@@ -83,9 +91,8 @@ async fn run_validation(
     let limit = settings.timeouts.plan;
     let run = |spec: ProcessSpec| async move {
         let sink: Arc<dyn LineSink> = Arc::new(Ignore);
-        tokio::time::timeout(limit, capture_stdout(&spec, sink))
+        capture_stdout(&spec, sink, limit, stop)
             .await
-            .map_err(|_| ValidateError::Failed("terraform validate timed out".into()))?
             .map_err(|e| ValidateError::Failed(e.to_string()))
     };
     // A syntax error stops init already; its diagnostics say where.

@@ -34,6 +34,17 @@ pub struct WorkspaceError {
     source: std::io::Error,
 }
 
+impl Workspace {
+    /// The workspace a run prepared before the gateway restarted: left as it is (terraform may
+    /// be working in it).
+    pub fn existing(dir: &Path, data_dir: &Path, twin_id: &TwinId) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            sandbox_dir: sandbox_dir(data_dir, twin_id),
+        }
+    }
+}
+
 pub fn work_dir(data_dir: &Path, twin_id: &TwinId) -> PathBuf {
     data_dir.join("work").join(twin_id.as_str())
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, NewTwin, Outcome, Principal, Run, RunId, RunKind, Twin, TwinId,
-    TwinUpdate,
+    DeploymentStatus, HistoryEntry, MonitorId, NewTwin, Outcome, Principal, Run, RunGrant, RunId,
+    RunKind, RunStep, Twin, TwinId, TwinUpdate,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +98,15 @@ impl StoredEvent {
     pub fn is_done(&self) -> bool {
         self.event == "done"
     }
+}
+
+/// How far a run's current step's spool has been read: stored with the events read from it,
+/// so a restarted gateway goes on after the last stored line, never before or beyond it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolMark {
+    pub step: u32,
+    /// Bytes of the spool read so far.
+    pub offset: u64,
 }
 
 /// One version of a twin's terraform state, as stored (encrypted).
@@ -233,16 +242,27 @@ pub trait Store: Send + Sync + 'static {
     fn mark_run_processing(&self, id: &RunId) -> StoreResult<()>;
     /// Runs recorded as pending or processing, oldest first (after a crash: to settle).
     fn unfinished_runs(&self) -> StoreResult<Vec<Run>>;
-    /// Remembers where a run's terraform lives, so it can be found again after a crash.
-    fn record_run_process(
-        &self,
-        id: &RunId,
-        process_group: Option<i32>,
-        workdir: &str,
-    ) -> StoreResult<()>;
+    /// The run enters `step` (its spool read from `step.spool_offset`).
+    fn begin_step(&self, id: &RunId, step: &RunStep) -> StoreResult<()>;
+    /// The monitor of the run's step `step` runs as `monitor`.
+    fn record_monitor(&self, id: &RunId, step: u32, monitor: MonitorId) -> StoreResult<()>;
+    /// The deploy applies the kept plan of the preview run `plan`.
+    fn set_applies_plan(&self, id: &RunId, plan: &RunId) -> StoreResult<()>;
     /// Appends events (in sequence order) in one transaction, keeping the run's stage and
-    /// progress in step; with `finish`, also ends the run and moves the twin in that transaction.
-    fn append_events(&self, events: &[StoredEvent], finish: Option<&RunFinish>) -> StoreResult<()>;
+    /// progress in step and each run's spool position at its mark (a mark of a step the run
+    /// has left is ignored); with `finish`, also ends the run and moves the twin in that
+    /// transaction.
+    fn append_events(
+        &self,
+        events: &[StoredEvent],
+        marks: &[(RunId, SpoolMark)],
+        finish: Option<&RunFinish>,
+    ) -> StoreResult<()>;
+    /// A run's backend credential, by the hash of its secret.
+    fn insert_grant(&self, secret_hash: &str, grant: &RunGrant) -> StoreResult<()>;
+    fn find_grant(&self, secret_hash: &str) -> StoreResult<Option<RunGrant>>;
+    /// Every credential of the run stops working.
+    fn revoke_grants(&self, run: &RunId) -> StoreResult<()>;
     /// Up to `limit` events of a run with `seq > after`, in order.
     fn events_after(
         &self,

@@ -9,13 +9,13 @@ use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior}
 use rusqlite_migration::{Migrations, M};
 
 use super::{
-    Conflict, LockChange, NewRun, RunFinish, StateLock, StateVersion, StatusMove, Store,
+    Conflict, LockChange, NewRun, RunFinish, SpoolMark, StateLock, StateVersion, StatusMove, Store,
     StoreError, StoreResult, StoredEvent, StoredPlan,
 };
 use crate::clock;
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, NewTwin, Principal, Run, RunId, RunKind, Twin, TwinId,
-    TwinName, TwinUpdate,
+    DeploymentStatus, HistoryEntry, MonitorId, NewTwin, Principal, Run, RunGrant, RunId, RunKind,
+    RunStep, Twin, TwinId, TwinName, TwinUpdate,
 };
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -23,6 +23,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/002_runs.sql")),
     M::up(include_str!("../../migrations/003_state.sql")),
     M::up(include_str!("../../migrations/004_plans.sql")).foreign_key_check(),
+    M::up(include_str!("../../migrations/005_run_monitor.sql")),
 ];
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
@@ -584,7 +585,9 @@ impl Store for SqliteStore {
     fn insert_plan(&self, plan: &StoredPlan) -> StoreResult<()> {
         self.conn()?.execute(
             "INSERT INTO plans (run_id, twin_id, config_hash, state_serial, created_at, ciphertext)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (run_id) DO UPDATE SET config_hash = excluded.config_hash,
+                 state_serial = excluded.state_serial, ciphertext = excluded.ciphertext",
             params![
                 plan.run_id.as_str(),
                 plan.twin_id.as_str(),
@@ -648,20 +651,50 @@ impl Store for SqliteStore {
         Ok(runs)
     }
 
-    fn record_run_process(
-        &self,
-        id: &RunId,
-        process_group: Option<i32>,
-        workdir: &str,
-    ) -> StoreResult<()> {
+    fn begin_step(&self, id: &RunId, step: &RunStep) -> StoreResult<()> {
         self.conn()?.execute(
-            "UPDATE runs SET process_group = ?2, workdir = ?3 WHERE id = ?1",
-            params![id.as_str(), process_group, workdir],
+            "UPDATE runs SET step_index = ?2, step_name = ?3, step_dir = ?4, step_started_at = ?5,
+                    monitor_pid = NULL, monitor_start = NULL, spool_offset = ?6
+             WHERE id = ?1",
+            params![
+                id.as_str(),
+                step.index,
+                step.name,
+                step.dir,
+                step.started_at,
+                i64::try_from(step.spool_offset).map_err(corrupt)?,
+            ],
         )?;
         Ok(())
     }
 
-    fn append_events(&self, events: &[StoredEvent], finish: Option<&RunFinish>) -> StoreResult<()> {
+    fn record_monitor(&self, id: &RunId, step: u32, monitor: MonitorId) -> StoreResult<()> {
+        self.conn()?.execute(
+            "UPDATE runs SET monitor_pid = ?3, monitor_start = ?4 WHERE id = ?1 AND step_index = ?2",
+            params![
+                id.as_str(),
+                step,
+                monitor.pid,
+                i64::try_from(monitor.start_ticks).map_err(corrupt)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_applies_plan(&self, id: &RunId, plan: &RunId) -> StoreResult<()> {
+        self.conn()?.execute(
+            "UPDATE runs SET applies_plan = ?2 WHERE id = ?1",
+            params![id.as_str(), plan.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn append_events(
+        &self,
+        events: &[StoredEvent],
+        marks: &[(RunId, SpoolMark)],
+        finish: Option<&RunFinish>,
+    ) -> StoreResult<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
@@ -673,11 +706,57 @@ impl Store for SqliteStore {
                 insert.execute(params![event.run_id.as_str(), seq, event.event, event.data])?;
                 track_run_state(&tx, event)?;
             }
+            let mut mark = tx.prepare_cached(
+                "UPDATE runs SET spool_offset = ?3 WHERE id = ?1 AND step_index = ?2",
+            )?;
+            for (run_id, at) in marks {
+                let offset = i64::try_from(at.offset).map_err(corrupt)?;
+                mark.execute(params![run_id.as_str(), at.step, offset])?;
+            }
         }
         if let Some(finish) = finish {
             finish_run(&tx, finish)?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_grant(&self, secret_hash: &str, grant: &RunGrant) -> StoreResult<()> {
+        self.conn()?.execute(
+            "INSERT INTO run_grants (secret_hash, run_id, twin_id, owner, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                secret_hash,
+                grant.run_id.as_str(),
+                grant.twin_id.as_str(),
+                grant.owner,
+                clock::now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn find_grant(&self, secret_hash: &str) -> StoreResult<Option<RunGrant>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT run_id, twin_id, owner FROM run_grants WHERE secret_hash = ?1",
+        )?;
+        let mut rows = stmt.query(params![secret_hash])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        Ok(Some(RunGrant {
+            run_id: parse_column(row, "run_id")?,
+            twin_id: parse_column(row, "twin_id")?,
+            owner: row.get("owner")?,
+        }))
+    }
+
+    fn revoke_grants(&self, run: &RunId) -> StoreResult<()> {
+        self.conn()?.execute(
+            "DELETE FROM run_grants WHERE run_id = ?1",
+            params![run.as_str()],
+        )?;
         Ok(())
     }
 
@@ -961,7 +1040,8 @@ fn apply_move(
 
 const RUN_COLUMNS: &str =
     "id, twin_id, kind, status, stage, progress, actor, created_at, start_time, \
-     end_time, exit_code, error, message, outputs, process_group, workdir, result";
+     end_time, exit_code, error, message, outputs, result, step_index, step_name, step_dir, \
+     step_started_at, monitor_pid, monitor_start, spool_offset, applies_plan";
 
 fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
     let outputs: Option<String> = row.get("outputs")?;
@@ -983,13 +1063,43 @@ fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
         outputs: outputs
             .map(|text| serde_json::from_str(&text).map_err(corrupt))
             .transpose()?,
-        process_group: row.get("process_group")?,
-        workdir: row.get("workdir")?,
         result: row
             .get::<_, Option<String>>("result")?
             .map(|text| serde_json::from_str(&text).map_err(corrupt))
             .transpose()?,
+        step: step_from_row(row)?,
+        applies_plan: parse_optional_column(row, "applies_plan")?,
     })
+}
+
+fn step_from_row(row: &Row<'_>) -> StoreResult<Option<RunStep>> {
+    let Some(index) = row.get::<_, Option<u32>>("step_index")? else {
+        return Ok(None);
+    };
+    let monitor = match (
+        row.get::<_, Option<i32>>("monitor_pid")?,
+        row.get::<_, Option<i64>>("monitor_start")?,
+    ) {
+        (Some(pid), Some(start)) => Some(MonitorId {
+            pid,
+            start_ticks: u64::try_from(start).map_err(corrupt)?,
+        }),
+        _ => None,
+    };
+    Ok(Some(RunStep {
+        index,
+        name: row
+            .get::<_, Option<String>>("step_name")?
+            .unwrap_or_default(),
+        dir: row
+            .get::<_, Option<String>>("step_dir")?
+            .unwrap_or_default(),
+        started_at: row
+            .get::<_, Option<String>>("step_started_at")?
+            .unwrap_or_default(),
+        monitor,
+        spool_offset: u64::try_from(row.get::<_, i64>("spool_offset")?).map_err(corrupt)?,
+    }))
 }
 
 fn select_run(conn: &rusqlite::Connection, id: &RunId) -> StoreResult<Option<Run>> {
@@ -1027,7 +1137,7 @@ fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<()> {
     let outputs_json = finish.outputs.as_ref().map(to_json).transpose()?;
     tx.execute(
         "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, message = ?5, outputs = ?6,
-                end_time = ?7, process_group = NULL, result = ?8,
+                end_time = ?7, result = ?8, monitor_pid = NULL, monitor_start = NULL,
                 progress = CASE WHEN ?2 = 'completed' THEN 100 ELSE progress END
          WHERE id = ?1",
         params![

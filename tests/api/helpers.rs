@@ -32,6 +32,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("cannot create a temporary data directory");
     let mut settings = Settings::new(data_dir.path());
     settings.bind = "127.0.0.1:0".into();
+    // Runs' monitors are the gateway binary (this test binary is not one).
+    settings.monitor_program = Some(env!("CARGO_BIN_EXE_terrastream").into());
     // Tests start from a gateway without twins, whatever the default for the demo twin.
     settings.create_demo = false;
     configure(&mut settings);

@@ -1,6 +1,7 @@
 //! The gateway over real HTTP: one test binary so it builds once (`cargo test --test api`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod adoption;
 mod auth;
 mod costs;
 mod dashboard;

@@ -24,11 +24,13 @@ pub const START_PATIENCE: Duration = Duration::from_secs(180);
 pub struct GatewayProcess {
     pub app: TestApp,
     child: Child,
-    /// Arguments after `serve --data-dir <dir> --bind 127.0.0.1:0 --tools-dir <tools>
+    /// Arguments after `serve --data-dir <dir> --bind 127.0.0.1:<port> --tools-dir <tools>
     /// --no-demo`, the same for every start.
     args: Vec<String>,
     /// Environment variables added to the gateway's, the same for every start.
     env: Vec<(String, String)>,
+    /// The port of every start: runs that outlive a start reach the next one there.
+    port: u16,
     /// Where each start's stderr (the gateway's log) goes: `gateway-<n>.log`.
     logs: TempDir,
     starts: usize,
@@ -55,7 +57,8 @@ pub async fn start_gateway_with_env(args: &[&str], env: &[(&str, &str)]) -> Gate
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let (child, address) = launch(data_dir.path(), &args, &env, &log_path(&logs, 1)).await;
+    let port = free_port();
+    let (child, address) = launch(data_dir.path(), port, &args, &env, &log_path(&logs, 1)).await;
     let token_file = Settings::new(data_dir.path()).admin_token_path();
     let admin_token = std::fs::read_to_string(&token_file)
         .unwrap_or_else(|e| panic!("no admin token in {}: {e}", token_file.display()))
@@ -74,9 +77,18 @@ pub async fn start_gateway_with_env(args: &[&str], env: &[(&str, &str)]) -> Gate
         child,
         args,
         env,
+        port,
         logs,
         starts: 1,
     }
+}
+
+/// A port nobody listens on now (the kernel's pick for port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("no free port")
 }
 
 fn tools_dir() -> PathBuf {
@@ -98,6 +110,7 @@ fn client() -> reqwest::Client {
 /// `GET /healthz` answers 200. Returns the child and `http://127.0.0.1:<port>`.
 async fn launch(
     data_dir: &Path,
+    port: u16,
     args: &[String],
     env: &[(String, String)],
     log: &Path,
@@ -107,7 +120,9 @@ async fn launch(
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--bind", "127.0.0.1:0", "--no-demo"])
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--no-demo")
         .arg("--tools-dir")
         .arg(tools_dir())
         .args(args)
@@ -215,7 +230,25 @@ impl GatewayProcess {
         );
     }
 
-    /// Starts the gateway again on the same data directory (on a new port), after this one
+    /// A lost machine: `kill -9` of the gateway and of everything it started (every run's
+    /// monitor and what runs under it), and the gateway reaped.
+    pub async fn lose_machine(&mut self) {
+        let mut victims = monitors_of(&self.app.settings.data_dir);
+        victims.push(self.pid().as_raw());
+        for pid in &victims {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        let status = self.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.code().is_none(), "{status}");
+        // What ran under the monitors dies with them (bubblewrap's --die-with-parent).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !monitors_of(&self.app.settings.data_dir).is_empty() {
+            assert!(Instant::now() < deadline, "monitors outlived a kill -9");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the gateway again on the same data directory (on the same port), after this one
     /// exited; returns it and how long it took to be ready (the restart settles first).
     pub async fn start_again(self) -> (GatewayProcess, Duration) {
         let GatewayProcess {
@@ -223,6 +256,7 @@ impl GatewayProcess {
             mut child,
             args,
             env,
+            port,
             logs,
             starts,
         } = self;
@@ -233,6 +267,7 @@ impl GatewayProcess {
         let started = Instant::now();
         let (child, address) = launch(
             app.settings.data_dir.as_path(),
+            port,
             &args,
             &env,
             &log_path(&logs, starts + 1),
@@ -248,6 +283,7 @@ impl GatewayProcess {
             child,
             args,
             env,
+            port,
             logs,
             starts: starts + 1,
         };
@@ -271,6 +307,26 @@ pub fn processes_of_run(run_id: &str) -> Vec<i32> {
                 .split(|b| *b == 0)
                 .any(|var| var == marker.as_bytes())
                 .then_some(pid)
+        })
+        .collect()
+}
+
+/// The run monitors working for the gateway of `data_dir` (`terrastream monitor <its step
+/// dir>`), zombies excepted.
+pub fn monitors_of(data_dir: &Path) -> Vec<i32> {
+    let needle = format!("monitor\0{}", data_dir.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let zombie = stat.rsplit(')').next()?.trim_start().starts_with('Z');
+            let ours = String::from_utf8_lossy(&cmdline).contains(&needle);
+            (ours && !zombie).then_some(pid)
         })
         .collect()
 }

@@ -19,203 +19,6 @@ use crate::run_helpers::{
     statuses, Res, SseEvent, PATIENCE,
 };
 
-/// Four objects created in parallel: three done one after another within 2 s, giving an
-/// apply several distinct moments to be killed at, and one taking 6 s, so that at every such
-/// moment the run is seconds from its end (the kill always lands before it).
-const CRASH_RESOURCES: [Res; 4] = [
-    Res::new("a", 1000),
-    Res::new("b", 1500),
-    Res::new("c", 2000),
-    Res::new("d", 6000),
-];
-
-/// Where in an apply the gateway is killed.
-#[derive(Debug, Clone, Copy)]
-enum KillAt {
-    /// On the `applying` stage event: terraform apply is about to start, or just started.
-    Applying,
-    /// After the n-th `Creating...` line: creates in flight.
-    Creating(usize),
-    /// After the n-th `Creation complete` line: some done (maybe saved), others in flight.
-    Created(usize),
-}
-
-/// The kill moments, in the order rounds use them (the default five rounds take the first
-/// five; longer soaks cycle).
-const KILL_MOMENTS: [KillAt; 7] = [
-    KillAt::Applying,
-    KillAt::Creating(1),
-    KillAt::Creating(3),
-    KillAt::Created(1),
-    KillAt::Created(3),
-    KillAt::Creating(4),
-    KillAt::Created(2),
-];
-
-impl KillAt {
-    /// A predicate over the stream that is true on the event to kill at.
-    fn matcher(self) -> impl FnMut(&SseEvent) -> bool {
-        let mut count = 0;
-        move |event| {
-            let counts = |needle: &str, count: &mut usize| {
-                if event.line().is_some_and(|l| l.contains(needle)) {
-                    *count += 1;
-                }
-                *count
-            };
-            match self {
-                KillAt::Applying => event.event == "stage" && event.json()["stage"] == "applying",
-                KillAt::Creating(n) => counts(": Creating...", &mut count) == n,
-                KillAt::Created(n) => counts(": Creation complete", &mut count) == n,
-            }
-        }
-    }
-}
-
-/// Rounds of the crash test: `TERRASTREAM_SOAK_ROUNDS` (scripts/soak-crash.sh), else 5.
-fn crash_rounds() -> usize {
-    std::env::var("TERRASTREAM_SOAK_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(5)
-}
-
-/// Rounds that run at once, each with its own gateway process and data directory: most of a
-/// round is spent waiting for the leftover terraform to give up on the dead backend.
-const CONCURRENT_ROUNDS: usize = 5;
-
-#[tokio::test]
-async fn killing_the_gateway_mid_apply_loses_nothing_and_the_restart_settles_the_run() {
-    use futures_util::StreamExt;
-    let started = Instant::now();
-    let reports: Vec<String> = futures_util::stream::iter(0..crash_rounds())
-        .map(|round| crash_round(round, KILL_MOMENTS[round % KILL_MOMENTS.len()]))
-        .buffer_unordered(CONCURRENT_ROUNDS)
-        .collect()
-        .await;
-    for report in reports {
-        eprintln!("{report}");
-    }
-    eprintln!("crash rounds took {:?}", started.elapsed());
-}
-
-/// One round: deploy, `kill -9` the gateway at `moment`, start it again, and check that the
-/// restart settled the run and that terraform's state and the sandbox agree; then a new deploy
-/// finishes the job.
-async fn crash_round(round: usize, moment: KillAt) -> String {
-    // The grace is only a guard: a leftover terraform stops on its own once its in-flight
-    // creates are done and its state writes to the dead backend have failed.
-    let mut gateway = start_gateway(&["--cancel-grace-secs", "120"]).await;
-    let token = gateway.admin_token.clone();
-    let twin = gateway
-        .create_sandbox_twin(
-            &token,
-            &format!("crash {round}"),
-            &sandbox_config(&CRASH_RESOURCES),
-        )
-        .await;
-    let mut stream = gateway.run_streamed(&token, &twin, "deploy").await;
-    let mut seen = Vec::new();
-    let reached = stream.read_until(&mut seen, moment.matcher()).await;
-    assert!(
-        reached,
-        "round {round}: the deploy ended before {moment:?}: {:#?}",
-        lines(&seen)
-    );
-    let run_id = seen
-        .last()
-        .and_then(|e| e.json()["job_id"].as_str().map(str::to_owned))
-        .expect("the run's id");
-
-    gateway.crash().await;
-    drop(stream);
-    let (gateway, restart_took) = gateway.start_again().await;
-    let context = format!("round {round}, killed at {moment:?}, run {run_id}");
-
-    // The restart stopped whatever terraform the dead gateway left running.
-    let left = processes_of_run(&run_id);
-    assert!(
-        left.is_empty(),
-        "{context}: processes of the run outlived the restart: {left:?}"
-    );
-
-    let settled = gateway.get_twin_ok(&token, &twin).await;
-    assert_eq!(
-        settled["deployment_status"], "error",
-        "{context}: {settled}"
-    );
-    assert_eq!(settled["is_locked"], false, "{context}: {settled}");
-    let run = gateway.get_run_ok(&token, &run_id).await;
-    assert_eq!(run["status"], "failed", "{context}: {run}");
-    assert_eq!(run["error"], "interrupted by a restart", "{context}: {run}");
-    let history = gateway.history_ok(&token, &twin).await;
-    let row = history
-        .iter()
-        .find(|row| row["run_id"] == run_id.as_str() && row["to_status"] == "error")
-        .unwrap_or_else(|| panic!("{context}: no history row ends the run: {history:#?}"));
-    assert!(
-        row["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("interrupted by a restart")),
-        "{context}: {row}"
-    );
-
-    // The stream replays what the client saw (it was stored before it was sent), then the
-    // end the restart wrote.
-    let replayed = gateway
-        .subscribe(&token, &run_id, crate::run_helpers::Cursor::None)
-        .await
-        .read_to_end()
-        .await;
-    assert_well_formed(&replayed, &run_id);
-    assert!(replayed.len() > seen.len(), "{context}");
-    assert_eq!(replayed[..seen.len()], seen[..], "{context}");
-    let finished = done(&replayed);
-    assert_eq!(finished["outcome"], "failed", "{context}");
-    assert_eq!(finished["twin_status"], "error", "{context}");
-    assert_eq!(finished["error"], "interrupted by a restart", "{context}");
-    let recovered = replayed.iter().any(|e| {
-        e.event == "warning"
-            && e.json()["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("recovered errored.tfstate"))
-    });
-
-    // Nothing orphaned (an object terraform does not know), nothing lost (a state entry
-    // without its object).
-    let in_sandbox = gateway.sandbox_ids(&twin);
-    assert_eq!(
-        gateway.state_ids(&twin).await,
-        in_sandbox,
-        "{context}: state and sandbox differ after the restart"
-    );
-
-    // Retrying the deploy completes the twin.
-    gateway.run_ok(&token, &twin, "deploy").await;
-    let deployed = gateway.sandbox_ids(&twin);
-    assert_eq!(
-        deployed.len(),
-        CRASH_RESOURCES.len(),
-        "{context}: {deployed:?}"
-    );
-    assert!(
-        in_sandbox.is_subset(&deployed),
-        "{context}: objects were replaced"
-    );
-    assert_eq!(gateway.state_ids(&twin).await, deployed, "{context}");
-    let twin_now = gateway.get_twin_ok(&token, &twin).await;
-    assert_eq!(twin_now["deployment_status"], "deployed", "{context}");
-    assert_eq!(twin_now["is_locked"], false, "{context}");
-    stop(gateway).await;
-
-    format!(
-        "{context}: restart ready after {restart_took:?}; {} of {} objects existed at the restart; errored.tfstate recovered: {recovered}",
-        in_sandbox.len(),
-        CRASH_RESOURCES.len()
-    )
-}
-
 /// Stops a gateway gracefully and checks it exits 0.
 async fn stop(mut gateway: GatewayProcess) {
     gateway.signal(Signal::SIGTERM);
@@ -223,10 +26,19 @@ async fn stop(mut gateway: GatewayProcess) {
     assert!(status.success(), "{status}:\n{}", gateway.log());
 }
 
+/// `--on-shutdown interrupt`: a SIGTERM interrupts running terraform (the way it was before
+/// runs outlived the gateway), stores the outcome and then exits 0.
 #[tokio::test]
-async fn sigterm_mid_apply_stops_terraform_gracefully_stores_cancelled_and_exits_0() {
-    let mut gateway =
-        start_gateway(&["--cancel-grace-secs", "120", "--shutdown-grace-secs", "120"]).await;
+async fn with_on_shutdown_interrupt_sigterm_stops_terraform_stores_cancelled_and_exits_0() {
+    let mut gateway = start_gateway(&[
+        "--cancel-grace-secs",
+        "120",
+        "--shutdown-grace-secs",
+        "120",
+        "--on-shutdown",
+        "interrupt",
+    ])
+    .await;
     let token = gateway.admin_token.clone();
     // The signal comes seconds before the apply could end.
     let resources = [Res::new("a", 1500), Res::new("b", 5000)];
@@ -251,6 +63,13 @@ async fn sigterm_mid_apply_stops_terraform_gracefully_stores_cancelled_and_exits
     let finished = done(&events);
     assert_eq!(finished["outcome"], "cancelled", "{finished}");
     assert_eq!(finished["twin_status"], "error", "{finished}");
+    // Not a user's cancel: the reader is told the gateway stopped it.
+    assert!(
+        finished["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the gateway was shut down")),
+        "{finished}"
+    );
     let status = gateway.wait_exit(Duration::from_secs(300)).await;
     assert_eq!(status.code(), Some(0), "{status}:\n{}", gateway.log());
     assert!(
@@ -258,10 +77,10 @@ async fn sigterm_mid_apply_stops_terraform_gracefully_stores_cancelled_and_exits
         "terraform outlived the gateway"
     );
 
-    // The outcome was stored: the next start has nothing to settle and tells the same story.
+    // The outcome was stored: the next start has nothing to take over and tells the story.
     let (gateway, _) = gateway.start_again().await;
     assert!(
-        !gateway.log().contains("settling a run"),
+        !gateway.log().contains("took over the runs"),
         "{}",
         gateway.log()
     );
@@ -798,69 +617,4 @@ async fn metrics_count_the_deploy_and_its_stored_events_and_readyz_is_200() {
     // This gateway's only run: every one of its events was stored once.
     assert_eq!(stored, events.len() as u64, "{text}");
     assert_eq!(readiness(&app).await.0, StatusCode::OK);
-}
-
-/// A gateway that crashes between spawning terraform and recording its process group leaves
-/// a terraform nobody knows the group of. The restart finds it by the run id every process of
-/// a run carries in its environment, and stops it with the ladder's first step, SIGINT.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_stops_a_leftover_process_of_the_run_even_if_its_group_was_not_recorded() {
-    use terrastream::domain::{DeploymentStatus, RunId, RunKind, TwinId};
-    use terrastream::store::{LockChange, NewRun, StatusMove, Store};
-
-    let app = spawn_run_app().await;
-    let twin = app
-        .create_sandbox_twin(
-            &app.admin_token,
-            "unrecorded",
-            &sandbox_config(&[Res::new("a", 0)]),
-        )
-        .await;
-    // The run as the crashed gateway left it: processing, its twin locked, no group recorded.
-    let run_id = RunId::generate();
-    let new = NewRun {
-        id: run_id.clone(),
-        twin_id: twin.parse::<TwinId>().unwrap(),
-        kind: RunKind::Deploy,
-        actor: "admin".into(),
-    };
-    let change = StatusMove {
-        to: DeploymentStatus::Deploying,
-        actor: "admin".into(),
-        reason: Some("deploy started".into()),
-        lock: LockChange::Acquire(run_id.clone()),
-    };
-    let store = app.store();
-    store.start_run(new, Some(change)).unwrap();
-    store.mark_run_processing(&run_id).unwrap();
-    // Its "terraform": in its own process group, as the gateway starts terraform.
-    let mut leftover = tokio::process::Command::new("sleep")
-        .arg("600")
-        .env("TERRASTREAM_RUN_ID", run_id.as_str())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = leftover.id().unwrap() as i32;
-    assert_eq!(processes_of_run(run_id.as_str()), [pid]);
-    // Reaped as soon as it ends, so its group is gone then (the restart blocks this thread).
-    let reaped = tokio::spawn(async move { leftover.wait().await.unwrap() });
-
-    let app = app.restart().await;
-
-    let status = tokio::time::timeout(PATIENCE, reaped)
-        .await
-        .expect("the leftover process still runs")
-        .unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(Signal::SIGINT as i32),
-        "{status}"
-    );
-    let run = app.get_run_ok(&app.admin_token, run_id.as_str()).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["error"], "interrupted by a restart");
-    let twin_now = app.get_twin_ok(&app.admin_token, &twin).await;
-    assert_eq!(twin_now["deployment_status"], "error");
-    assert_eq!(twin_now["is_locked"], false);
 }

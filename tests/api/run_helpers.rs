@@ -44,6 +44,8 @@ pub async fn spawn_run_app_with(configure: impl FnOnce(&mut Settings)) -> RunApp
     let data_dir = tempfile::tempdir().expect("cannot create a temporary data directory");
     let mut settings = Settings::new(data_dir.path());
     settings.bind = "127.0.0.1:0".into();
+    // Runs' monitors are the gateway binary (this test binary is not one).
+    settings.monitor_program = Some(env!("CARGO_BIN_EXE_terrastream").into());
     settings.tools_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools"));
     settings.keep_alive = Duration::from_secs(1);
     settings.cancel_grace = Duration::from_secs(30);

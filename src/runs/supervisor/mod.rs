@@ -1,47 +1,46 @@
 //! The supervisor: starts runs (status move and lock in one step), walks each through its
-//! stages on the runs runtime, and ends it with its outcome, final status and `done` event
-//! written together.
+//! steps on the runs runtime, and ends it with its outcome, final status and `done` event
+//! written together. A run lives in the store and in its monitor processes, not here: every
+//! step is recorded before it starts, terraform runs under a monitor that outlives this
+//! process, and a restarted gateway adopts what it finds ([`recovery`]).
 //!
-//! What each kind of run does is in [`kinds`]; running one terraform command (environment,
-//! time limit, stop ladder) in [`commands`]; what happens after a crash, at shutdown and on a
-//! refresh in [`recovery`].
+//! What each kind of run does is in [`kinds`]; running one step (a monitored terraform
+//! command, a captured one, the stop ladder and time limits) in [`steps`]; crashes, shutdown
+//! and refresh in [`recovery`].
 
-mod commands;
 mod kinds;
 mod recovery;
+mod steps;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::isolation::{Isolation, Jail};
-use super::plan;
-use super::process::{capture_stdout, Exit, LineSink, ProcessSpec, RunningProcess};
+use super::isolation::Isolation;
 use super::secrets::{Credentials, Masker};
-use super::sink::{humanize, watch_silence, RunSink};
+use super::sink::RunSink;
 use super::toolchain::Toolchain;
-use super::workspace::{self, Workspace, ERRORED_STATE, PLAN_FILE};
-use crate::auth::{RunGrant, RunGrants};
-use crate::clock;
+use super::workspace::{self, Workspace};
+use crate::auth::RunGrants;
 use crate::config::Settings;
 use crate::domain::{
-    DeploymentStatus, LogStream, Outcome, Run, RunEvent, RunId, RunKind, Stage, Twin, TwinId,
+    DeploymentStatus, Outcome, Run, RunEvent, RunGrant, RunId, RunKind, RunStep, Stage, Twin,
 };
 use crate::hub::{EventHub, HubError};
 use crate::metrics::Metrics;
-use crate::state::{mask_outputs, StateService, Writer};
-use crate::store::{
-    run_blocking, LockChange, NewRun, RunFinish, StatusMove, Store, StoreError, StoredPlan,
-};
-use serde_json::json;
+use crate::state::StateService;
+use crate::store::{run_blocking, LockChange, NewRun, RunFinish, StatusMove, Store, StoreError};
+
+pub use recovery::RecoveryReport;
+
+use crate::runs::process::LineSink as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -53,8 +52,9 @@ pub enum RunError {
     ShuttingDown,
 }
 
-/// Why a run was found unfinished at start: the dashboard shows this.
-pub const INTERRUPTED_BY_RESTART: &str = "interrupted by a restart";
+/// Why a run whose monitor is gone too (the machine was lost) fails.
+pub const MONITOR_LOST: &str =
+    "the run's monitor is gone (the machine or its processes were lost) before terraform ended";
 
 /// Why a run stopped early.
 enum Stop {
@@ -62,6 +62,9 @@ enum Stop {
     /// slot (`None`), or refused when its turn came (why).
     Unstarted(Option<String>),
     Cancelled,
+    /// The gateway stops and leaves the run to its monitor: nothing is recorded, the next
+    /// gateway adopts it.
+    Detached,
     Failed {
         error: String,
         exit_code: Option<i32>,
@@ -95,8 +98,13 @@ struct Produced {
     result: Option<serde_json::Value>,
 }
 
-/// How long terraform waits for the state lock another run (or person) holds.
-const LOCK_TIMEOUT: &str = "-lock-timeout=300s";
+/// Where an adopted run goes on: the step it was on, and, for a monitored command whose
+/// monitor is still there (or has recorded its end), that step to follow rather than start.
+#[derive(Debug, Clone)]
+struct Resume {
+    index: u32,
+    attach: Option<RunStep>,
+}
 
 /// Identifies a configuration: the twin's files and variables.
 fn config_hash(twin: &Twin) -> String {
@@ -122,29 +130,41 @@ pub struct SupervisorParts {
 pub struct Supervisor {
     parts: SupervisorParts,
     masker: Masker,
-    /// How terraform reaches the gateway's state backend (`http://127.0.0.1:<port>`); known
-    /// once the gateway listens, which is after interrupted runs are settled.
+    /// How terraform reaches the gateway's state backend; known once the gateway listens.
     backend_url: OnceLock<String>,
     active: Mutex<HashMap<RunId, CancellationToken>>,
     /// Free run slots; runs beyond the limit wait for one in arrival order.
     slots: Arc<Semaphore>,
     queue: Mutex<VecDeque<RunId>>,
+    /// Validations (short `terraform validate` commands) at once.
+    validations: Arc<Semaphore>,
     accepting: AtomicBool,
+    /// Fired at shutdown when runs are left to their monitors: their followers stop without
+    /// stopping terraform.
+    detach: CancellationToken,
+    /// Fired at every shutdown: validations (the gateway's own short commands) stop.
+    halt: CancellationToken,
+    /// Runs adopted or settled at start are done being looked at.
+    recovered: AtomicBool,
     tasks: TaskTracker,
 }
 
 impl Supervisor {
     pub fn new(parts: SupervisorParts) -> Arc<Self> {
         let masker = Masker::new(parts.credentials.secret_values());
-        let slots = Arc::new(Semaphore::new(parts.settings.max_concurrent_runs.max(1)));
+        let limit = parts.settings.max_concurrent_runs.max(1);
         Arc::new(Self {
             parts,
             masker,
             backend_url: OnceLock::new(),
             active: Mutex::default(),
-            slots,
+            slots: Arc::new(Semaphore::new(limit)),
             queue: Mutex::default(),
+            validations: Arc::new(Semaphore::new(limit)),
             accepting: AtomicBool::new(true),
+            detach: CancellationToken::new(),
+            halt: CancellationToken::new(),
+            recovered: AtomicBool::new(false),
             tasks: TaskTracker::new(),
         })
     }
@@ -160,6 +180,7 @@ impl Supervisor {
         queue.iter().position(|id| id == run_id).map(|i| i + 1)
     }
 
+    /// Runs this gateway works on or has queued.
     pub fn active_runs(&self) -> usize {
         self.active.lock().map_or(0, |active| active.len())
     }
@@ -180,12 +201,53 @@ impl Supervisor {
         self.accepting.load(Ordering::SeqCst)
     }
 
+    /// Have the runs a previous life left been adopted or settled?
+    pub fn is_recovered(&self) -> bool {
+        self.recovered.load(Ordering::SeqCst)
+    }
+
     pub fn hub(&self) -> &Arc<EventHub> {
         &self.parts.hub
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.parts.store)
+    }
+
+    /// `terraform validate` of a twin, by the same process owner as runs: at most as many at
+    /// once as runs may work, tracked so a shutdown waits for (and stops) them.
+    pub async fn validate(
+        self: &Arc<Self>,
+        twin: &Twin,
+    ) -> Result<super::validate::Validation, super::validate::ValidateError> {
+        use super::validate::{validate, ValidateError};
+        if !self.is_accepting() {
+            return Err(ValidateError::ShuttingDown);
+        }
+        let permit = Arc::clone(&self.validations)
+            .acquire_owned()
+            .await
+            .map_err(|_| ValidateError::ShuttingDown)?;
+        let (this, twin) = (Arc::clone(self), twin.clone());
+        let task = self.tasks.spawn_on(
+            async move {
+                let _permit = permit;
+                let settings = &this.parts.settings;
+                validate(settings, &this.parts.isolation, &twin, &this.halt).await
+            },
+            &self.parts.runtime,
+        );
+        task.await
+            .map_err(|e| ValidateError::Failed(e.to_string()))?
+    }
+
+    /// Where a run keeps its steps' spools and exit statuses while it works.
+    fn run_dir(&self, run_id: &RunId) -> PathBuf {
+        self.parts
+            .settings
+            .data_dir
+            .join("runs")
+            .join(run_id.as_str())
     }
 
     /// Starts a run. With a free slot, the twin's move to deploying/destroying and its lock are
@@ -221,26 +283,50 @@ impl Supervisor {
         let (run, twin) =
             run_blocking(&self.parts.store, move |s| s.start_run(new, change)).await?;
         self.parts.hub.open_run(&run.id, 0);
+        self.launch(run.clone(), twin, slot, None);
+        Ok(run)
+    }
+
+    /// Walks `run` on the runs runtime: waits for its slot (unless it has one), its steps (from
+    /// `resume` for an adopted run), then records its end.
+    fn launch(
+        self: &Arc<Self>,
+        run: Run,
+        twin: Twin,
+        slot: Option<OwnedSemaphorePermit>,
+        resume: Option<Resume>,
+    ) {
         let stop = CancellationToken::new();
         if let Ok(mut active) = self.active.lock() {
             active.insert(run.id.clone(), stop.clone());
         }
-        if slot.is_none() {
+        let adopted = resume.is_some();
+        if slot.is_none() && !adopted {
             self.enqueue(&run.id);
         }
         let this = Arc::clone(self);
-        let started = run.clone();
         let task = async move {
             // The slot is held until the run's end is recorded, so the next run in the queue
             // starts after this one has ended.
-            let (result, _slot) = match this.take_slot(&started, &twin, slot, &stop).await {
-                Ok(slot) => (this.steps(&started, &twin, &stop).await, Some(slot)),
-                Err(stop) => (Err(stop), None),
+            let (result, _slot) = if adopted {
+                (this.walk(&run, &twin, &stop, resume).await, slot)
+            } else {
+                match this.take_slot(&run, &twin, slot, &stop).await {
+                    Ok(slot) => (this.walk(&run, &twin, &stop, None).await, Some(slot)),
+                    Err(stop) => (Err(stop), None),
+                }
             };
-            this.conclude(&started, result).await;
+            match result {
+                Err(Stop::Detached) => {
+                    tracing::info!(run_id = %run.id, "left to its monitor; the next start adopts it");
+                }
+                result => this.conclude(&run, result).await,
+            }
+            if let Ok(mut active) = this.active.lock() {
+                active.remove(&run.id);
+            }
         };
         self.tasks.spawn_on(task, &self.parts.runtime);
-        Ok(run)
     }
 
     /// Puts a run at the end of the queue and tells its readers where it stands.
@@ -269,20 +355,29 @@ impl Supervisor {
         slot: Option<OwnedSemaphorePermit>,
         stop: &CancellationToken,
     ) -> Result<OwnedSemaphorePermit, Stop> {
-        let queued = slot.is_none();
         let permit = match slot {
             Some(permit) => permit,
             None => {
                 let acquired = tokio::select! {
                     permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
                     () = stop.cancelled() => None,
+                    () = self.detach.cancelled() => return Err(Stop::Detached),
                 };
                 self.leave_queue(&run.id);
                 acquired.ok_or(Stop::Unstarted(None))?
             }
         };
         if let Some(status) = run.kind.working_status() {
-            if queued {
+            let twin_id = twin.id.clone();
+            let current = run_blocking(&self.parts.store, move |s| s.get_twin(&twin_id))
+                .await
+                .ok()
+                .flatten();
+            // Moved already when it got its slot at start; a queued run moves it now.
+            let moved = current.is_some_and(|t| {
+                t.deployment_status == status && t.active_job_id.as_ref() == Some(&run.id)
+            });
+            if !moved {
                 let change = StatusMove {
                     to: status,
                     actor: run.actor.clone(),
@@ -335,7 +430,7 @@ impl Supervisor {
         }
     }
 
-    /// Asks a run to stop: SIGINT to terraform, then SIGKILL after the grace period.
+    /// Asks a run to stop: one SIGINT to terraform, then the kill after the grace period.
     /// Returns false if the run is not active here.
     pub fn cancel(&self, run_id: &RunId) -> bool {
         let token = self
@@ -358,90 +453,117 @@ impl Supervisor {
         }
     }
 
-    async fn steps(
+    /// The run's steps, from the start or from where an adopted run was.
+    async fn walk(
         &self,
         run: &Run,
         twin: &Twin,
         stop: &CancellationToken,
+        resume: Option<Resume>,
     ) -> Result<Produced, Stop> {
-        let secret = self.parts.grants.issue(RunGrant {
-            run_id: run.id.clone(),
-            twin_id: twin.id.clone(),
-            owner: twin.owner.clone(),
-        });
+        let ctx = self.context(run, twin, stop, resume).await?;
+        let produced = self.steps_of(&ctx).await?;
+        ctx.sink.complete_progress();
+        Ok(produced)
+    }
+
+    /// What every step of the run shares: its toolchain and working directory (prepared now
+    /// for a new run; an adopted one finds them on disk), its sink, its backend credential.
+    async fn context<'a>(
+        &self,
+        run: &'a Run,
+        twin: &'a Twin,
+        stop: &'a CancellationToken,
+        resume: Option<Resume>,
+    ) -> Result<RunCtx<'a>, Stop> {
+        let secret = self
+            .parts
+            .grants
+            .issue(RunGrant {
+                run_id: run.id.clone(),
+                twin_id: twin.id.clone(),
+                owner: twin.owner.clone(),
+            })
+            .await
+            .map_err(|e| Stop::failed(format!("cannot issue the run's backend credential: {e}")))?;
         let masker = self.masker.with([secret.clone()]);
         let sink = Arc::new(RunSink::new(
             run.id.clone(),
             Arc::clone(&self.parts.hub),
-            masker,
+            masker.clone(),
         ));
-        self.publish(
-            &run.id,
-            RunEvent::Stage {
-                stage: Stage::Initializing,
-            },
-        );
+        // A run that was only looked at before its first step starts over (its stage is kept).
+        let resume = resume.filter(|r| run.step.is_some() || r.attach.is_some());
+        if resume.is_none() && run.stage != Some(Stage::Initializing) {
+            self.publish(
+                &run.id,
+                RunEvent::Stage {
+                    stage: Stage::Initializing,
+                },
+            );
+        }
+        let toolchain = Toolchain::find(&self.parts.settings)
+            .await
+            .map_err(|e| Stop::failed(e.to_string()))?;
         // Runs that only read work in a directory of their own, beside any deploy.
         let dir = if run.kind.changes_infrastructure() {
             workspace::work_dir(&self.parts.settings.data_dir, &twin.id)
         } else {
             workspace::preview_dir(&self.parts.settings.data_dir, &run.id)
         };
-        let toolchain = Toolchain::find(&self.parts.settings)
-            .await
-            .map_err(|e| Stop::failed(e.to_string()))?;
-        let (data_dir, owned, tools) = (
-            self.parts.settings.data_dir.clone(),
-            twin.clone(),
-            toolchain.clone(),
-        );
-        let workspace = tokio::task::spawn_blocking(move || {
-            workspace::prepare(&dir, &data_dir, &owned, &tools)
+        let data_dir = self.parts.settings.data_dir.clone();
+        let workspace = match &resume {
+            Some(_) => Workspace::existing(&dir, &data_dir, &twin.id),
+            None => {
+                let (owned, tools) = (twin.clone(), toolchain.clone());
+                tokio::task::spawn_blocking(move || {
+                    workspace::prepare(&dir, &data_dir, &owned, &tools)
+                })
+                .await
+                .map_err(|e| Stop::failed(e.to_string()))?
+                .map_err(|e| Stop::failed(e.to_string()))?
+            }
+        };
+        let backend_env = self.backend_env(run, twin, secret);
+        Ok(RunCtx {
+            run,
+            twin,
+            toolchain,
+            workspace,
+            sink,
+            masker,
+            stop,
+            backend_env,
+            resume,
+            run_dir: self.run_dir(&run.id),
         })
-        .await
-        .map_err(|e| Stop::failed(e.to_string()))?
-        .map_err(|e| Stop::failed(e.to_string()))?;
+    }
+
+    /// terraform's `http` backend, from its environment only. The backend retries long enough
+    /// (about 75 s) to ride out a gateway restart.
+    fn backend_env(&self, run: &Run, twin: &Twin, secret: String) -> Vec<(OsString, OsString)> {
         let backend_url = self
             .backend_url
             .get()
             .map_or("http://127.0.0.1:8080", String::as_str);
         let state_url = format!("{backend_url}/twins/{}/tfstate", twin.id);
-        let backend_env: Vec<(OsString, OsString)> = [
+        [
             ("TF_HTTP_ADDRESS", state_url.clone()),
             ("TF_HTTP_LOCK_ADDRESS", format!("{state_url}/lock")),
             ("TF_HTTP_UNLOCK_ADDRESS", format!("{state_url}/lock")),
             ("TF_HTTP_USERNAME", run.id.to_string()),
             ("TF_HTTP_PASSWORD", secret),
+            ("TF_HTTP_RETRY_MAX", "10".to_owned()),
+            ("TF_HTTP_RETRY_WAIT_MIN", "1".to_owned()),
+            ("TF_HTTP_RETRY_WAIT_MAX", "10".to_owned()),
         ]
         .into_iter()
         .map(|(name, value)| (name.into(), value.into()))
-        .collect();
-        let step = Step {
-            run,
-            toolchain: &toolchain,
-            workspace: &workspace,
-            sink: &sink,
-            stop,
-            backend_env,
-        };
-
-        self.terraform(
-            &step,
-            &["init", "-input=false", "-no-color", "-reconfigure"],
-        )
-        .await?;
-        let produced = match run.kind {
-            RunKind::Deploy => self.deploy(&step, twin).await,
-            RunKind::Destroy => self.destroy(&step).await.map(|()| Produced::default()),
-            RunKind::Plan => self.plan_preview(&step, twin).await,
-            RunKind::Drift => self.check_drift(&step).await,
-        }?;
-        sink.complete_progress();
-        Ok(produced)
+        .collect()
     }
 
     /// Ends a run that ran here: recovers any state terraform could not save, lets go of its
-    /// backend credential and state lock, then records the end.
+    /// backend credential and state lock, then records the end and removes its spools.
     async fn conclude(&self, run: &Run, result: Result<Produced, Stop>) {
         let ending =
             match result {
@@ -470,7 +592,11 @@ impl Supervisor {
                 Err(Stop::Cancelled) => Ending {
                     moved: true,
                     outcome: Outcome::Cancelled,
-                    error: Some("cancelled: terraform was interrupted".into()),
+                    error: Some(if self.is_accepting() {
+                        "cancelled: terraform was interrupted".into()
+                    } else {
+                        "interrupted: the gateway was shut down with --on-shutdown interrupt".into()
+                    }),
                     exit_code: None,
                     outputs: None,
                     result: None,
@@ -483,37 +609,9 @@ impl Supervisor {
                     outputs: None,
                     result: None,
                 },
+                Err(Stop::Detached) => return,
             };
-        if run.kind.changes_infrastructure() {
-            self.collect_leftovers(&run.id, &run.twin_id).await;
-        } else {
-            self.parts.grants.revoke(&run.id);
-            // A preview or drift check killed mid-plan (timed out) leaves terraform's state
-            // lock behind, and every later run would wait for it.
-            let (state, twin_id, run_id) = (
-                Arc::clone(&self.parts.state),
-                run.twin_id.clone(),
-                run.id.clone(),
-            );
-            match tokio::task::spawn_blocking(move || state.release_run_lock(&twin_id, &run_id))
-                .await
-            {
-                Ok(Ok(true)) => {
-                    tracing::warn!(run_id = %run.id, "released a state lock the run's terraform left behind");
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(err)) => {
-                    tracing::error!(run_id = %run.id, %err, "could not release the run's state lock");
-                }
-                Err(err) => tracing::error!(run_id = %run.id, %err, "lock release panicked"),
-            }
-            let dir = workspace::preview_dir(&self.parts.settings.data_dir, &run.id);
-            if let Err(err) =
-                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await
-            {
-                tracing::warn!(run_id = %run.id, %err, "could not remove the preview directory");
-            }
-        }
+        self.collect_leftovers(run).await;
         if ending.outcome == Outcome::Succeeded {
             self.publish(
                 &run.id,
@@ -523,9 +621,6 @@ impl Supervisor {
             );
         }
         self.record_end(run, ending).await;
-        if let Ok(mut active) = self.active.lock() {
-            active.remove(&run.id);
-        }
     }
 
     /// Writes the run's end: outcome and outputs, the twin's final move releasing the lock,
@@ -601,15 +696,61 @@ impl Supervisor {
             .with_label_values(&[run.kind.as_str(), outcome.as_str()])
             .inc();
         tracing::info!(run_id = %run.id, kind = %run.kind, %outcome, "run ended");
+        let dir = self.run_dir(&run.id);
+        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await {
+            Ok(Err(err)) if err.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(run_id = %run.id, %err, "could not remove the run's spools");
+            }
+            _ => {}
+        }
     }
 }
 
 /// What every step of a run shares.
-struct Step<'a> {
+struct RunCtx<'a> {
     run: &'a Run,
-    toolchain: &'a Toolchain,
-    workspace: &'a Workspace,
-    sink: &'a Arc<RunSink>,
+    twin: &'a Twin,
+    toolchain: Toolchain,
+    workspace: Workspace,
+    sink: Arc<RunSink>,
+    /// The secrets the run's lines are masked with (also by its monitors, before the spool).
+    masker: Masker,
     stop: &'a CancellationToken,
     backend_env: Vec<(OsString, OsString)>,
+    resume: Option<Resume>,
+    run_dir: PathBuf,
+}
+
+impl RunCtx<'_> {
+    /// The directory of step `index` (`<run dir>/<index>-<name>`).
+    fn step_dir(&self, index: u32, name: &str) -> PathBuf {
+        step_dir(&self.run_dir, index, name)
+    }
+
+    /// Step `index` was done before the run was adopted.
+    fn done_before(&self, index: u32) -> bool {
+        self.resume.as_ref().is_some_and(|r| index < r.index)
+    }
+
+    /// The step to follow rather than start: the adopted run's current one.
+    fn attached(&self, index: u32) -> Option<&RunStep> {
+        self.resume
+            .as_ref()
+            .filter(|r| r.index == index)
+            .and_then(|r| r.attach.as_ref())
+    }
+
+    /// Is this step the adopted run's current one (so its announcements were made already)?
+    fn resumes_at(&self, index: u32) -> bool {
+        self.resume.as_ref().is_some_and(|r| r.index == index)
+    }
+}
+
+fn step_dir(run_dir: &Path, index: u32, name: &str) -> PathBuf {
+    run_dir.join(format!("{index:02}-{name}"))
+}
+
+/// Is the status one a run of this kind leaves the twin in while it works?
+fn works_in(kind: RunKind, status: DeploymentStatus) -> bool {
+    kind.working_status() == Some(status)
 }

@@ -1,64 +1,117 @@
-//! When a run's terraform is gone or must go: leftovers after a run, runs a crash left
-//! unfinished, graceful shutdown, and a refresh that reconciles a twin with its state.
+//! When the gateway's process comes and goes while runs go on: what a run leaves behind
+//! (`errored.tfstate`, a state lock, its credentials), adopting at start the runs a previous
+//! life left (their monitors still working, or done meanwhile), settling the ones whose
+//! monitors are gone too, starting the ones still queued, shutting down (leaving runs to
+//! their monitors, or interrupting them), and a refresh that reconciles a twin with its state.
+
+use std::time::Duration;
 
 use super::*;
+use crate::clock;
+use crate::config::ShutdownMode;
+use crate::domain::TwinId;
+use crate::runs::monitor::StepDir;
+use crate::runs::process;
+use crate::runs::workspace::{ERRORED_STATE, PLAN_FILE};
+use crate::state::Writer;
+
+/// What a start found of the runs a previous life left.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Going on under their monitors, or finished meanwhile and completed now.
+    pub adopted: usize,
+    /// Their monitors were gone too: failed.
+    pub settled: usize,
+    /// Still waiting for a slot: queued again.
+    pub requeued: usize,
+}
 
 impl Supervisor {
     /// After terraform is gone: push an `errored.tfstate` it left (so nothing it created is
-    /// lost), release a state lock it still held, and revoke its backend credential.
-    pub(super) async fn collect_leftovers(&self, run_id: &RunId, twin_id: &TwinId) {
-        self.parts.grants.revoke(run_id);
-        let work_dir = workspace::work_dir(&self.parts.settings.data_dir, twin_id);
-        // A plan file holds planned values (secrets included) in clear: never keep it.
-        match tokio::fs::remove_file(work_dir.join(PLAN_FILE)).await {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(%run_id, %err, "could not remove the plan file");
-            }
-            _ => {}
+    /// lost), release a state lock it still held, revoke its backend credentials, and remove
+    /// what holds planned values in clear (a plan file; a preview's whole directory).
+    pub(super) async fn collect_leftovers(&self, run: &Run) {
+        if let Err(err) = self.parts.grants.revoke(&run.id).await {
+            tracing::error!(run_id = %run.id, %err, "could not revoke the run's credentials");
         }
+        let data_dir = &self.parts.settings.data_dir;
+        let work_dir = if run.kind.changes_infrastructure() {
+            workspace::work_dir(data_dir, &run.twin_id)
+        } else {
+            workspace::preview_dir(data_dir, &run.id)
+        };
         let errored = work_dir.join(ERRORED_STATE);
         let state = Arc::clone(&self.parts.state);
-        let (run, twin) = (run_id.clone(), twin_id.clone());
+        let (run_id, twin) = (run.id.clone(), run.twin_id.clone());
         let recovered = tokio::task::spawn_blocking(move || -> Result<Option<i64>, String> {
-            let released = state.release_run_lock(&twin, &run).map_err(|e| e.to_string())?;
+            let released = state
+                .release_run_lock(&twin, &run_id)
+                .map_err(|e| e.to_string())?;
             if released {
-                tracing::warn!(run_id = %run, "released a state lock the run's terraform left behind");
+                tracing::warn!(%run_id, "released a state lock the run's terraform left behind");
             }
-            let Ok(body) = std::fs::read(&errored) else { return Ok(None) };
-            let writer = Writer { actor: format!("run {run} (recovered {ERRORED_STATE})"), run_id: Some(run.clone()) };
-            let version = state.recover(&twin, &body, &writer).map_err(|e| e.to_string())?.version;
-            let kept = errored.with_extension(format!("tfstate.recovered-{}", clock::now().replace(':', "")));
+            let Ok(body) = std::fs::read(&errored) else {
+                return Ok(None);
+            };
+            let writer = Writer {
+                actor: format!("run {run_id} (recovered {ERRORED_STATE})"),
+                run_id: Some(run_id.clone()),
+            };
+            let version = state
+                .recover(&twin, &body, &writer)
+                .map_err(|e| e.to_string())?
+                .version;
+            let kept = errored.with_extension(format!(
+                "tfstate.recovered-{}",
+                clock::now().replace(':', "")
+            ));
             std::fs::rename(&errored, kept).map_err(|e| e.to_string())?;
             Ok(Some(version))
         })
         .await;
         match recovered {
             Ok(Ok(Some(version))) => self.publish(
-                run_id,
+                &run.id,
                 RunEvent::Warning {
                     message: format!("terraform could not save its state; recovered {ERRORED_STATE} as state version {version}"),
                 },
             ),
             Ok(Ok(None)) => {}
             Ok(Err(err)) => {
-                tracing::error!(%run_id, %err, "could not recover the run's leftovers");
-                self.publish(run_id, RunEvent::Warning { message: format!("could not recover {ERRORED_STATE}: {err}") });
+                tracing::error!(run_id = %run.id, %err, "could not recover the run's leftovers");
+                self.publish(&run.id, RunEvent::Warning { message: format!("could not recover {ERRORED_STATE}: {err}") });
             }
-            Err(err) => tracing::error!(%run_id, %err, "leftover collection panicked"),
+            Err(err) => tracing::error!(run_id = %run.id, %err, "leftover collection panicked"),
+        }
+        // A plan file holds planned values (secrets included) in clear: never keep it.
+        let (changes, plan) = (run.kind.changes_infrastructure(), work_dir.join(PLAN_FILE));
+        let removed = tokio::task::spawn_blocking(move || {
+            if changes {
+                std::fs::remove_file(plan)
+            } else {
+                std::fs::remove_dir_all(work_dir)
+            }
+        })
+        .await;
+        if let Ok(Err(err)) = removed {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(run_id = %run.id, %err, "could not remove the run's plan");
+            }
         }
     }
 
-    /// Ends a run that is recorded as active but has no terraform here any more (the gateway
-    /// restarted, or it crashed): failed with `reason`, the twin unlocked, readers given `done`.
+    /// Ends a run that is recorded as active but has nothing left that works for it (its
+    /// monitor is gone, or a refresh found its lock stale): failed with `reason`, what its
+    /// terraform left collected, the twin unlocked, readers given `done`.
     pub async fn settle_dead_run(&self, run: &Run, reason: &str) -> Result<(), RunError> {
         let run_id = run.id.clone();
         let last = run_blocking(&self.parts.store, move |s| s.last_event_seq(&run_id)).await?;
         self.parts.hub.open_run(&run.id, last);
-        self.collect_leftovers(&run.id, &run.twin_id).await;
         // A run that died while it waited in the queue had not moved its twin yet.
         let twin_id = run.twin_id.clone();
         let twin = run_blocking(&self.parts.store, move |s| s.get_twin(&twin_id)).await?;
-        let moved = twin.is_some_and(|t| Some(t.deployment_status) == run.kind.working_status());
+        let moved = twin.is_some_and(|t| works_in(run.kind, t.deployment_status));
+        self.collect_leftovers(run).await;
         let ending = Ending {
             moved,
             outcome: Outcome::Failed,
@@ -71,21 +124,111 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Graceful stop: no new runs; every run (pending or working) is asked to stop (one
-    /// SIGINT, then the kill after the grace period) and its outcome stored, which sends its
-    /// streams their `done`. Waits at most `limit` for that; then flushes the event writer.
-    pub async fn shutdown(&self, limit: Duration) {
+    /// At start, in the background once the gateway listens: every run a previous life left
+    /// pending or processing. A run whose step's monitor still works, or recorded terraform's
+    /// end while no gateway was up, is adopted: it goes on from that step, its spool read from
+    /// where the last gateway stopped. One whose monitor is gone too is settled as failed. One
+    /// still waiting for a slot is queued again, oldest first.
+    pub async fn recover(self: &Arc<Self>) -> Result<RecoveryReport, RunError> {
+        let runs = run_blocking(&self.parts.store, |s| s.unfinished_runs()).await?;
+        let mut report = RecoveryReport::default();
+        for run in runs {
+            let twin_id = run.twin_id.clone();
+            let Some(twin) = run_blocking(&self.parts.store, move |s| s.get_twin(&twin_id)).await?
+            else {
+                continue;
+            };
+            let run_id = run.id.clone();
+            let last = run_blocking(&self.parts.store, move |s| s.last_event_seq(&run_id)).await?;
+            self.parts.hub.open_run(&run.id, last);
+            if run.status == crate::domain::RunStatus::Pending && run.step.is_none() {
+                tracing::info!(run_id = %run.id, "a queued run waits again for its slot");
+                let slot = Arc::clone(&self.slots).try_acquire_owned().ok();
+                self.launch(run, twin, slot, None);
+                report.requeued += 1;
+                continue;
+            }
+            match self.resume_point(&run) {
+                Some(resume) => {
+                    tracing::warn!(run_id = %run.id, step = resume.index, "adopting a run a previous gateway left");
+                    // Already working: it takes a slot if one is free, and runs regardless.
+                    let slot = Arc::clone(&self.slots).try_acquire_owned().ok();
+                    self.launch(run, twin, slot, Some(resume));
+                    report.adopted += 1;
+                }
+                None => {
+                    tracing::warn!(run_id = %run.id, "the run's monitor is gone: settling it");
+                    self.settle_dead_run(&run, MONITOR_LOST).await?;
+                    report.settled += 1;
+                }
+            }
+        }
+        self.recovered.store(true, Ordering::SeqCst);
+        Ok(report)
+    }
+
+    /// Where an unfinished run goes on, or `None` when its monitor is gone with terraform.
+    fn resume_point(&self, run: &Run) -> Option<Resume> {
+        let Some(step) = &run.step else {
+            // Nothing recorded yet: it starts over.
+            return Some(Resume {
+                index: 0,
+                attach: None,
+            });
+        };
+        if step.dir.is_empty() {
+            // A step of the gateway's own, or a captured command: done again.
+            return Some(Resume {
+                index: step.index,
+                attach: None,
+            });
+        }
+        let dir = StepDir::new(&step.dir);
+        let monitor = step.monitor.or_else(|| dir.identity());
+        let alive = monitor.is_some_and(process::is_alive);
+        match (alive, dir.exit(), monitor) {
+            // Working, or done while no gateway was up: followed from where it was.
+            (true, _, _) | (_, Some(_), _) => Some(Resume {
+                index: step.index,
+                attach: Some(step.clone()),
+            }),
+            // The monitor never started: the step starts anew.
+            (false, None, None) => Some(Resume {
+                index: step.index,
+                attach: None,
+            }),
+            (false, None, Some(_)) => None,
+        }
+    }
+
+    /// Stops the gateway's part in its runs. [`ShutdownMode::Leave`] (the default): no new
+    /// runs; every run is left to its monitor and adopted by the next start (its streams end
+    /// without `done`, so clients reconnect); queued runs stay queued in the store.
+    /// [`ShutdownMode::Interrupt`]: every run is asked to stop (one SIGINT, the kill after the
+    /// grace period) and its outcome stored, within `limit`. Then the event writer is flushed.
+    pub async fn shutdown(&self, mode: ShutdownMode, limit: Duration) {
         self.accepting.store(false, Ordering::SeqCst);
+        self.halt.cancel();
         let tokens: Vec<CancellationToken> = self
             .active
             .lock()
             .map(|a| a.values().cloned().collect())
             .unwrap_or_default();
-        if !tokens.is_empty() {
-            tracing::info!(runs = tokens.len(), "stopping runs for shutdown");
-        }
-        for token in tokens {
-            token.cancel();
+        match mode {
+            ShutdownMode::Leave => {
+                if !tokens.is_empty() {
+                    tracing::info!(runs = tokens.len(), "leaving runs to their monitors");
+                }
+                self.detach.cancel();
+            }
+            ShutdownMode::Interrupt => {
+                if !tokens.is_empty() {
+                    tracing::info!(runs = tokens.len(), "stopping runs for shutdown");
+                }
+                for token in tokens {
+                    token.cancel();
+                }
+            }
         }
         self.tasks.close();
         if tokio::time::timeout(limit, self.tasks.wait())
@@ -93,29 +236,12 @@ impl Supervisor {
             .is_err()
         {
             tracing::warn!(
-                "runs did not stop within the shutdown grace; the next start settles them"
+                "runs did not stop within the shutdown grace; the next start adopts or settles them"
             );
         }
         if let Err(err) = self.parts.hub.flush().await {
             tracing::error!(%err, "could not flush the event writer");
         }
-    }
-
-    /// At start, before serving: every run a previous life left pending or processing is
-    /// settled. A terraform still alive is stopped gracefully (SIGINT to its group, then the
-    /// kill), what it left (errored.tfstate, a state lock) is collected, and the run ends
-    /// failed, "interrupted by a restart", with its twin unlocked and its stream ended.
-    pub async fn settle_interrupted_runs(&self) -> Result<usize, RunError> {
-        let runs = run_blocking(&self.parts.store, |s| s.unfinished_runs()).await?;
-        // All at once: each leftover terraform may take its whole grace period to stop.
-        let settled = futures_util::future::join_all(runs.iter().map(|run| async move {
-            stop_leftover_processes(&run.id, self.parts.settings.cancel_grace).await;
-            tracing::warn!(run_id = %run.id, twin_id = %run.twin_id, "settling a run interrupted by a restart");
-            self.settle_dead_run(run, INTERRUPTED_BY_RESTART).await
-        }))
-        .await;
-        settled.into_iter().collect::<Result<Vec<()>, RunError>>()?;
-        Ok(runs.len())
     }
 
     /// Brings a twin's status in line with reality: clears a lock whose run is not alive, then
@@ -167,7 +293,7 @@ impl Supervisor {
         if twin.is_locked || twin.is_deleted() {
             return Ok(changes);
         }
-        let twin_id = twin.id.clone();
+        let twin_id: TwinId = twin.id.clone();
         let resources = run_blocking(store, move |s| s.current_state(&twin_id))
             .await?
             .map_or(0, |state| state.resource_count);
@@ -198,62 +324,4 @@ impl Supervisor {
         }
         Ok(changes)
     }
-}
-
-/// Stops what a previous life of the gateway left running for a run: one SIGINT to each
-/// terraform's group, then SIGKILL after `grace`. The processes are found by the run id each
-/// one carries in its environment, not by the recorded group: a crash between spawning
-/// terraform and recording its group, or a provider whose terraform is gone, are found too.
-async fn stop_leftover_processes(run_id: &RunId, grace: Duration) {
-    use nix::sys::signal::{killpg, Signal};
-    use nix::unistd::Pid;
-    let groups = leftover_groups(run_id);
-    for (&pgid, &leader_alive) in &groups {
-        // Without its terraform, a group's providers have nobody to finish for.
-        let signal = if leader_alive {
-            Signal::SIGINT
-        } else {
-            Signal::SIGKILL
-        };
-        tracing::warn!(%run_id, pgid, ?signal, "a process of the run from before the restart is still running; stopping it");
-        let _ = killpg(Pid::from_raw(pgid), signal);
-    }
-    let alive = |pgid: &i32| killpg(Pid::from_raw(*pgid), None).is_ok();
-    let deadline = Instant::now() + grace;
-    while groups.keys().any(alive) {
-        if Instant::now() >= deadline {
-            tracing::warn!(%run_id, "terraform did not stop within the grace period; killing it");
-            for pgid in groups.keys() {
-                let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
-            }
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Process groups with a process carrying `TERRASTREAM_RUN_ID=<run_id>`, each with whether
-/// its leader (the terraform the gateway started) is among them.
-fn leftover_groups(run_id: &RunId) -> std::collections::BTreeMap<i32, bool> {
-    let marker = format!("TERRASTREAM_RUN_ID={run_id}");
-    let mut groups = std::collections::BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return groups;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let ours = std::fs::read(entry.path().join("environ"))
-            .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
-        let pid = nix::unistd::Pid::from_raw(pid);
-        if let Some(pgid) = ours.then(|| nix::unistd::getpgid(Some(pid)).ok()).flatten() {
-            *groups.entry(pgid.as_raw()).or_insert(false) |= pgid == pid;
-        }
-    }
-    groups
 }
