@@ -8,8 +8,8 @@ use std::sync::Arc;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, NewTwin, Outcome, Principal, Run, RunId, RunKind, Twin, TwinId,
-    TwinUpdate,
+    DeploymentStatus, HistoryEntry, NewTwin, Outcome, Principal, Run, RunId, RunKind, RunStatus,
+    Twin, TwinId, TwinUpdate,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +280,17 @@ pub trait Store: Send + Sync + 'static {
     fn set_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;
     /// A cheap round trip, for health checks.
     fn ping(&self) -> StoreResult<()>;
+
+    /// Runs of the twins `principal` may see (every twin for admins, deleted ones included),
+    /// newest first, each with its twin's name: at most `limit`, only those whose status is in
+    /// `statuses` (all when empty), and only runs older than the run `before` when given.
+    fn list_visible_runs(
+        &self,
+        principal: &Principal,
+        statuses: &[RunStatus],
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Run, String)>>;
 }
 
 /// Runs a store call on the blocking pool, keeping the caller's tracing span.

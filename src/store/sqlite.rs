@@ -14,8 +14,8 @@ use super::{
 };
 use crate::clock;
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, NewTwin, Principal, Run, RunId, RunKind, Twin, TwinId,
-    TwinName, TwinUpdate,
+    DeploymentStatus, HistoryEntry, NewTwin, Principal, Run, RunId, RunKind, RunStatus, Twin,
+    TwinId, TwinName, TwinUpdate,
 };
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -876,6 +876,45 @@ impl Store for SqliteStore {
     fn ping(&self) -> StoreResult<()> {
         self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
+    }
+
+    fn list_visible_runs(
+        &self,
+        principal: &Principal,
+        statuses: &[RunStatus],
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Run, String)>> {
+        let conn = self.conn()?;
+        let columns = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c} AS {c}", c = c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {columns}, t.name AS twin_name FROM runs r JOIN twins t ON t.id = r.twin_id
+             WHERE (?1 OR t.owner = ?2)
+               AND (?3 = '[]' OR r.status IN (SELECT value FROM json_each(?3)))
+               AND (?4 IS NULL OR (r.created_at, r.id) <
+                    (SELECT b.created_at, b.id FROM runs b WHERE b.id = ?4))
+             ORDER BY r.created_at DESC, r.id DESC
+             LIMIT ?5"
+        );
+        let statuses = to_json(&statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![
+            principal.is_admin,
+            principal.owner,
+            statuses,
+            before.map(RunId::as_str),
+            limit
+        ])?;
+        let mut runs = Vec::new();
+        while let Some(row) = rows.next()? {
+            runs.push((run_from_row(row)?, row.get("twin_name")?));
+        }
+        Ok(runs)
     }
 }
 
