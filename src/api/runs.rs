@@ -241,15 +241,39 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// `GET /twins/{id}/runs`: every run, or with `limit` (and `before`) one page of them.
 pub async fn list_for_twin(
     supervisor: web::Data<Supervisor>,
     principal: Principal,
     path: web::Path<String>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
     let twin = visible_twin(&store, &principal, &path).await?;
-    let runs = run_blocking(&store, move |s| s.list_runs(&twin.id)).await?;
-    Ok(HttpResponse::Ok().json(runs.into_iter().map(RunView::from).collect::<Vec<_>>()))
+    if query.limit.is_none() && query.before.is_none() {
+        let runs = run_blocking(&store, move |s| s.list_runs(&twin.id)).await?;
+        return Ok(HttpResponse::Ok().json(runs.into_iter().map(RunView::from).collect::<Vec<_>>()));
+    }
+    let limit = page_limit(query.limit, DEFAULT_RUNS_PAGE)?;
+    let before = before_cursor(&store, &principal, query.before.as_deref()).await?;
+    if let Some(run) = before.as_ref().filter(|run| run.twin_id != twin.id) {
+        return Err(ApiError::Unprocessable(format!(
+            "before names run {}, which is not a run of twin {}",
+            run.id, twin.id
+        )));
+    }
+    let runs = run_blocking(&store, move |s| {
+        s.list_runs_page(&twin.id, before.as_ref().map(|r| &r.id), limit + 1)
+    })
+    .await?;
+    let next = runs
+        .get(limit.saturating_sub(1))
+        .map(|run| run.id.to_string());
+    Ok(runs_page(
+        runs.into_iter().map(RunView::from).collect(),
+        limit,
+        next,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -359,8 +383,15 @@ pub async fn logs(
 
 /// The paging header: present when there is more, naming the `before` of the next page.
 pub const NEXT_BEFORE: &str = "X-Next-Before";
-const DEFAULT_RUNS_PAGE: usize = 50;
+pub const DEFAULT_RUNS_PAGE: usize = 50;
 const MAX_RUNS_PAGE: usize = 200;
+
+/// `?limit=N&before=<cursor>` on a twin's runs or history.
+#[derive(Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<usize>,
+    pub before: Option<String>,
+}
 
 #[derive(Deserialize)]
 pub struct RunsQuery {

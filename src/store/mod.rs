@@ -291,6 +291,21 @@ pub trait Store: Send + Sync + 'static {
         before: Option<&RunId>,
         limit: usize,
     ) -> StoreResult<Vec<(Run, String)>>;
+    /// A page of a twin's runs, newest first: at most `limit`, older than the run `before`.
+    fn list_runs_page(
+        &self,
+        twin_id: &TwinId,
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>>;
+    /// A page of a twin's history, newest first: at most `limit` entries, older than the entry
+    /// `before`; NotFound when `before` is not an entry of this twin.
+    fn history_page(
+        &self,
+        id: &TwinId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<HistoryEntry>>;
 }
 
 /// Runs a store call on the blocking pool, keeping the caller's tracing span.

@@ -916,6 +916,62 @@ impl Store for SqliteStore {
         }
         Ok(runs)
     }
+
+    fn list_runs_page(
+        &self,
+        twin_id: &TwinId,
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE twin_id = ?1
+               AND (?2 IS NULL OR (created_at, id) <
+                    (SELECT b.created_at, b.id FROM runs b WHERE b.id = ?2))
+             ORDER BY created_at DESC, id DESC LIMIT ?3"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![twin_id.as_str(), before.map(RunId::as_str), limit])?;
+        let mut runs = Vec::new();
+        while let Some(row) = rows.next()? {
+            runs.push(run_from_row(row)?);
+        }
+        Ok(runs)
+    }
+
+    fn history_page(
+        &self,
+        id: &TwinId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<HistoryEntry>> {
+        let conn = self.conn()?;
+        if let Some(before) = before {
+            let known: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM twin_history WHERE twin_id = ?1 AND id = ?2)",
+                params![id.as_str(), before],
+                |row| row.get(0),
+            )?;
+            if !known {
+                return Err(StoreError::NotFound(format!(
+                    "history entry {before} of twin {id}"
+                )));
+            }
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, twin_id, action, from_status, to_status, actor, reason, run_id, at
+             FROM twin_history WHERE twin_id = ?1 AND (?2 IS NULL OR id < ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![id.as_str(), before, limit])?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next()? {
+            entries.push(history_from_row(row)?);
+        }
+        Ok(entries)
+    }
 }
 
 /// The status move as a compare-and-set inside the caller's transaction: the status must be one

@@ -203,3 +203,104 @@ async fn get_runs_filters_by_status_so_a_dashboard_sees_what_is_running_now() {
     let (active, _) = page(&app, &token, "/runs?status=pending,processing").await;
     assert!(active.is_empty(), "{active:?}");
 }
+
+#[tokio::test]
+async fn a_twins_runs_come_in_pages_and_unpaged_stay_one_array() {
+    let app = crate::helpers::spawn_app().await;
+    let admin = app.admin_token.clone();
+    let twin = app.create_twin_ok(&admin, "paged").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = app.create_twin_ok(&admin, "other").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut recorded: Vec<String> = (0..5).map(|_| record_run(&app, &twin)).collect();
+    let elsewhere = record_run(&app, &other);
+    recorded.reverse();
+    let quoted: Vec<String> = recorded.iter().map(|id| format!("\"{id}\"")).collect();
+    let runs_path = format!("/twins/{twin}/runs");
+
+    // Without paging: the whole list, as before, and no header.
+    let (all, next) = page(&app, &admin, &runs_path).await;
+    assert!(next.is_none());
+    assert_eq!(ids(&all, "job_id"), quoted);
+
+    let walked = walk(&app, &admin, &format!("{runs_path}?limit=2"), 2, "job_id").await;
+    assert_eq!(walked, quoted);
+
+    // Another twin's run is no cursor here.
+    assert_error(
+        get(
+            &app,
+            &admin,
+            &format!("{runs_path}?limit=2&before={elsewhere}"),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
+    )
+    .await;
+    assert_error(
+        get(&app, &admin, &format!("{runs_path}?limit=300")).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_twins_history_comes_in_pages_of_the_newest_entries_oldest_first() {
+    let app = crate::helpers::spawn_app().await;
+    let admin = app.admin_token.clone();
+    let twin = app.create_twin_ok(&admin, "moved").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..3 {
+        for status in ["deploying", "error"] {
+            let moved = app.set_status(&admin, &twin, status, "repair drill").await;
+            assert_eq!(moved.status(), StatusCode::OK);
+        }
+    }
+    let history_path = format!("/twins/{twin}/history");
+    let everything = app.history_ok(&admin, &twin).await;
+    assert_eq!(everything.len(), 7, "created and six moves: {everything:?}");
+    let oldest_first = ids(&everything, "id");
+
+    // The first page is the newest three, oldest first; the header names the next cursor.
+    let (first, next) = page(&app, &admin, &format!("{history_path}?limit=3")).await;
+    assert_eq!(ids(&first, "id"), oldest_first[4..]);
+    assert_eq!(next.as_deref(), Some(oldest_first[4].as_str()));
+
+    // Walking the pages and putting them back in order gives the whole history.
+    let mut pages = Vec::new();
+    let mut path = format!("{history_path}?limit=3");
+    loop {
+        let (items, next) = page(&app, &admin, &path).await;
+        pages.push(ids(&items, "id"));
+        let Some(next) = next else { break };
+        path = format!("{history_path}?limit=3&before={next}");
+    }
+    let rebuilt: Vec<String> = pages.into_iter().rev().flatten().collect();
+    assert_eq!(rebuilt, oldest_first);
+
+    assert_error(
+        get(&app, &admin, &format!("{history_path}?limit=3&before=soon")).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+    assert_error(
+        get(
+            &app,
+            &admin,
+            &format!("{history_path}?limit=3&before=99999"),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
+    )
+    .await;
+}
