@@ -62,10 +62,13 @@ describe('the dashboard', { timeout: 10 * 60_000 }, () => {
     await page.getByRole('heading', { name: 'New twin', level: 1 }).waitFor();
     await page.getByRole('radio', { name: /Local sandbox/ }).check();
     await page.getByRole('button', { name: 'Next' }).click();
+    await page.getByRole('heading', { name: 'Where should it run?' }).waitFor();
     await page.getByRole('radio', { name: /This machine/ }).check();
     await page.getByRole('button', { name: 'Next' }).click();
+    await page.getByRole('heading', { name: 'How big?' }).waitFor();
     await page.getByRole('radio', { name: /Local: the demo twin/ }).check();
     await page.getByRole('button', { name: 'Next' }).click();
+    await page.getByRole('heading', { name: 'Name and variables' }).waitFor();
     assert.equal(await page.getByLabel('Name', { exact: true }).inputValue(), 'demo');
     await page.locator('#wizard-variables .variable-name').first().fill('base_delay_ms');
     await page.locator('#wizard-variables .variable-value').first().fill(String(BASE_DELAY_MS));

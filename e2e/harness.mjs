@@ -116,7 +116,16 @@ export async function openPage(browser, { width = 1280, height = 900 } = {}) {
   page.problems = [];
   page.on('pageerror', (error) => page.problems.push(`pageerror: ${error.message}`));
   page.on('console', (message) => {
-    if (message.type() === 'error') page.problems.push(`console: ${message.text()}`);
+    if (message.type() !== 'error') return;
+    const text = message.text();
+    // Chrome logs every answer of 400 and more; a 401 before sign-in or a 404 for a missing
+    // twin is the page working. Those are checked separately: see `httpErrors`.
+    if (/^Failed to load resource: the server responded with a status of 4\d\d/.test(text)) return;
+    page.problems.push(`console: ${text}`);
+  });
+  page.httpErrors = [];
+  page.on('response', (response) => {
+    if (response.status() >= 400) page.httpErrors.push(`${response.status()} ${response.request().method()} ${new URL(response.url()).pathname}`);
   });
   if (process.env.E2E_STATIC_DIR) await serveStaticFrom(page, process.env.E2E_STATIC_DIR);
   return page;
@@ -137,10 +146,17 @@ async function serveStaticFrom(page, dir) {
   });
 }
 
-/** No uncaught error and no console error except those matching `allowed`. */
+/**
+ * No uncaught error, no console error (except those matching `allowed`), and no answer of 500
+ * or more; then starts afresh for the next check.
+ */
 export function expectNoProblems(page, allowed = []) {
   const left = page.problems.filter((problem) => !allowed.some((pattern) => pattern.test(problem)));
+  const faults = page.httpErrors.filter((line) => /^5/.test(line) && !allowed.some((pattern) => pattern.test(line)));
+  page.problems.length = 0;
+  page.httpErrors.length = 0;
   assert.deepEqual(left, [], 'no uncaught errors or console errors in the page');
+  assert.deepEqual(faults, [], 'no request the gateway failed');
 }
 
 /** Console errors the browser itself logs while the gateway is down or a request is refused. */

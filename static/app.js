@@ -47,10 +47,12 @@ ctx.runModal = new RunModal($('#run-dialog'), {
   onClosed() {
     current?.refresh();
   },
-  focusFallback() {
+  focusFallback(jobId) {
     if (current === twinView) return twinView.focusTarget();
     const view = Object.values(sections).find((section) => !section.hidden);
-    return view ? $('h1', view) : null;
+    if (!view) return null;
+    const button = jobId ? view.querySelector(`[data-open-run="${CSS.escape(jobId)}"]`) : null;
+    return button ?? $('h1', view);
   },
   report,
 });

@@ -12,8 +12,10 @@ import { h } from './dom.js';
 /** Must match `.log-row` height in style.css. */
 const ROW_HEIGHT = 20;
 const OVERSCAN = 20;
-/** Width of the line-number column, in characters (`.log-number` in style.css). */
-const NUMBER_CHARS = 6;
+/** Width of the line-number column in em (`.log-number` in style.css: 4.5em + 0.75em). */
+const NUMBER_EM = 5.25;
+/** Characters kept spare in each row, for rounding and glyphs a little wider than the rest. */
+const SPARE_CHARS = 2;
 /** What a marker (`stderr`, `gateway`) takes of the first row, in characters. */
 const MARKER_CHARS = 9;
 const TAB = '    ';
@@ -26,9 +28,10 @@ export class LogView {
     this.spacer = h('div', { class: 'log-spacer' });
     this.rowBox = h('div', { class: 'log-rows' });
     this.empty = h('p', { class: 'log-empty' }, 'Waiting for output…');
-    this.probe = h('span', { class: 'log-probe', 'aria-hidden': 'true' }, 'x'.repeat(100));
+    // Measures the font's character width; its box is cut to nothing so it widens nothing.
+    this.probe = h('span', { class: 'log-probe' }, 'x'.repeat(100));
     this.spacer.append(this.rowBox);
-    scroller.replaceChildren(this.empty, this.spacer, this.probe);
+    scroller.replaceChildren(this.empty, this.spacer, h('div', { class: 'log-measure', 'aria-hidden': 'true' }, this.probe));
     this.lines = [];
     this.rows = [];
     this.pending = [];
@@ -100,8 +103,10 @@ export class LogView {
     const width = this.scroller.clientWidth;
     const charWidth = this.probe.getBoundingClientRect().width / 100;
     if (!width || !charWidth) return Infinity;
-    // The row's right padding is 1rem (16px); keep one character spare for rounding.
-    return Math.max(16, Math.floor((width - 16) / charWidth) - NUMBER_CHARS - 1);
+    const fontSize = parseFloat(getComputedStyle(this.scroller).fontSize) || 13;
+    // The row's right padding is 1rem (16px).
+    const room = width - 16 - NUMBER_EM * fontSize;
+    return Math.max(16, Math.floor(room / charWidth) - SPARE_CHARS);
   }
 
   rewrap() {

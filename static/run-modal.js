@@ -128,10 +128,9 @@ export class RunModal {
     this.opener = null;
     const usable = (el) =>
       el?.isConnected && !el.disabled && !el.closest('[hidden]') && el.getClientRects().length > 0;
-    let target = usable(opener) ? opener : null;
-    // A list drawn again meanwhile has a new button for the same run.
-    if (!target && jobId) target = document.querySelector(`[data-open-run="${CSS.escape(jobId)}"]`);
-    if (!usable(target)) target = this.hooks.focusFallback?.() ?? null;
+    // Else the page's own choice: a control that stays (lists are drawn again as runs move),
+    // or the run's button in a list, or the heading.
+    const target = usable(opener) ? opener : this.hooks.focusFallback?.(jobId) ?? null;
     if (target) target.focus();
   }
 
@@ -330,8 +329,12 @@ export class RunModal {
         this.log.append({ id, stream: data.stream === 'stderr' ? 'stderr' : 'stdout', text: data.line ?? '' });
         break;
       case 'progress':
-        session.counting = true;
-        this.setProgress(data);
+        // A first "0 of N" comes with the plan, before anything changes: the bar stays
+        // indeterminate until resources are being changed.
+        if (COUNTED.has(session.stage) || Number(data.percent) > 0) {
+          session.counting = true;
+          this.setProgress(data);
+        }
         break;
       case 'status':
         this.el.badge.replaceChildren(statusBadge(data.status));

@@ -438,7 +438,7 @@ export class TwinView {
     } else if (!drift) {
       parts.push(h('p', { class: 'muted drift-state', dataset: { state: 'unchecked' } },
         twin.deployment_status === 'deployed' ? 'Not checked yet. A check compares the live resources with the stored state.' : 'Checks are for a deployed twin.'));
-    } else if (drift.outcome !== 'succeeded') {
+    } else if (drift.outcome !== 'completed' && drift.outcome !== 'succeeded') {
       parts.push(h('p', { class: 'drift-state warn-text', dataset: { state: 'failed' } }, 'The last check did not finish (', drift.outcome, ') ', timeAgo(drift.checked_at), '.'));
     } else if (!drift.drifted_count) {
       parts.push(h('p', { class: 'drift-state ok-text', dataset: { state: 'clean' } }, 'No drift: the resources match the state. Checked ', timeAgo(drift.checked_at), '.'));
