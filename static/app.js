@@ -42,7 +42,8 @@ ctx.runModal = new RunModal($('#run-dialog'), {
     if (current === dashboard) dashboard.refresh();
   },
   onFinished() {
-    current?.refresh();
+    // A run's end can change everything a page shows (a plan's cost, a drift check's marks).
+    current?.refresh({ full: true });
   },
   onClosed() {
     current?.refresh();

@@ -368,8 +368,10 @@ export class TwinView {
   }
 
   async loadState() {
+    // Refreshes overlap; only the newest answer counts.
+    const ticket = (this.stateTicket = (this.stateTicket ?? 0) + 1);
     const answer = await this.section(() => api.state(this.id));
-    if (answer === undefined) return;
+    if (answer === undefined || ticket !== this.stateTicket) return;
     this.state = answer?.state ?? null;
     this.drawMap();
   }
@@ -385,7 +387,7 @@ export class TwinView {
       return;
     }
     const drifted = this.drifted();
-    const key = JSON.stringify([this.infra?.state_version, [...drifted], this.el.map.clientWidth]);
+    const key = JSON.stringify([this.state.lineage, this.state.serial, [...drifted], this.el.map.clientWidth]);
     if (this.seen.map === key) return;
     this.seen.map = key;
     drawResourceMap(this.el.map, this.state, {
