@@ -3,31 +3,19 @@
 //
 //   npm --prefix e2e test        (after `cargo build --bin terrastream` and `npm ci --prefix e2e`)
 //
-// Environment: TERRASTREAM_BIN (default target/debug/terrastream), CHROMIUM_PATH (default
-// /usr/bin/chromium). Screenshots and the gateway's log go to test-artifacts/.
+// Environment and helpers: harness.mjs. Screenshots and the gateway's log go to test-artifacts/.
 //
 // Nothing here waits a fixed time: every step waits for a condition on the page, with
 // generous limits, so a slow machine is slower but not flaky.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
+import {
+  RUN_MS, allEvents as storedEvents, apiClient, expectNoProblems, launchBrowser, openPage,
+  screenshot as shoot, startGateway, stopGateway, waitForNumber as waitFor, NETWORK_NOISE,
+} from './harness.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BINARY =
-  process.env.TERRASTREAM_BIN ??
-  path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, 'target'), 'debug', 'terrastream');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const ARTIFACTS = path.join(ROOT, 'test-artifacts');
-const STARTUP_MS = 30_000;
-const RUN_MS = 120_000;
 // Every sandbox delay is a multiple of this: a deploy takes a few seconds, long enough to
 // reload the page in the middle of it.
 const BASE_DELAY_MS = 400;
@@ -35,131 +23,25 @@ const BASE_DELAY_MS = 400;
 let gateway;
 let browser;
 let page;
+let apiCall;
 
-/** The gateway as a child process; resolves once it logs the port it listens on. */
-async function startGateway() {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'terrastream-e2e-'));
-  const log = createWriteStream(path.join(ARTIFACTS, 'gateway.log'));
-  const child = spawn(
-    BINARY,
-    [
-      'serve',
-      '--bind', '127.0.0.1:0',
-      '--data-dir', dataDir,
-      '--tools-dir', path.join(ROOT, 'tools'),
-      '--no-demo',
-    ],
-    { env: { ...process.env, RUST_LOG: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  child.stdout.pipe(log);
-  const port = await new Promise((resolve, reject) => {
-    let seen = '';
-    const timer = setTimeout(
-      () => reject(new Error(`the gateway did not start in ${STARTUP_MS} ms:\n${seen}`)),
-      STARTUP_MS,
-    );
-    child.stderr.on('data', (chunk) => {
-      log.write(chunk);
-      seen += chunk;
-      const match = /terrastream listening port=(\d+)/.exec(seen);
-      if (match) {
-        clearTimeout(timer);
-        resolve(Number(match[1]));
-      }
-    });
-    child.on('error', (error) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot start ${BINARY} (run cargo build --bin terrastream): ${error.message}`));
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the gateway exited with ${code} before listening:\n${seen}`));
-    });
-  });
-  const token = (await readFile(path.join(dataDir, 'admin-token'), 'utf8')).trim();
-  return { child, dataDir, token, url: `http://127.0.0.1:${port}` };
-}
-
-async function stopGateway() {
-  if (!gateway) return;
-  const { child, dataDir } = gateway;
-  if (child.exitCode === null && child.signalCode === null) {
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    await exited;
-  }
-  await rm(dataDir, { recursive: true, force: true });
-}
-
-/** The API as the admin, for setting up what the UI is not being tested on. */
-async function apiCall(method, route, body) {
-  const response = await fetch(`${gateway.url}${route}`, {
-    method,
-    headers: { Authorization: `Bearer ${gateway.token}`, 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  assert.ok(response.ok, `${method} ${route} answered ${response.status}: ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
-/** Every stored event of a run, through the paged logs route. */
-async function allEvents(jobId) {
-  const events = [];
-  let after = 0;
-  for (;;) {
-    const page = await apiCall('GET', `/runs/${jobId}/logs?after_event_id=${after}`);
-    events.push(...page.events);
-    after = page.next_after_event_id;
-    if (!page.has_more) return events;
-  }
-}
-
-const screenshot = (name) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
-
-/** Waits until a data attribute of the first match is a number above `floor`. */
-async function waitForNumber(selector, attribute, floor, timeout = RUN_MS) {
-  const handle = await page.waitForFunction(
-    ({ selector, attribute, floor }) => {
-      const value = Number(document.querySelector(selector)?.getAttribute(attribute));
-      return value > floor ? value : false;
-    },
-    { selector, attribute, floor },
-    { timeout },
-  );
-  return handle.jsonValue();
-}
-
+const allEvents = (jobId) => storedEvents(apiCall, jobId);
+const screenshot = (name) => shoot(page, name);
+const waitForNumber = (...args) => waitFor(page, ...args);
 const logCount = () =>
   page.locator('#run-log').getAttribute('data-lines').then(Number);
 
 describe('the dashboard', { timeout: 10 * 60_000 }, () => {
   before(async () => {
-    await mkdir(ARTIFACTS, { recursive: true });
-    gateway = await startGateway();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.setDefaultTimeout(30_000);
-    const problems = [];
-    page.on('pageerror', (error) => problems.push(error.message));
-    page.problems = problems;
+    gateway = await startGateway({ name: 'gateway-dashboard' });
+    apiCall = apiClient(gateway);
+    browser = await launchBrowser();
+    page = await openPage(browser);
   });
 
   after(async () => {
     await browser?.close();
-    await stopGateway();
+    await stopGateway(gateway);
   });
 
   it('refuses a wrong token with a message, then signs in with the right one', async () => {
@@ -175,15 +57,24 @@ describe('the dashboard', { timeout: 10 * 60_000 }, () => {
     await page.getByText('No twins yet.').waitFor();
   });
 
-  it('creates the demo twin from the form', async () => {
-    await page.getByRole('button', { name: 'New twin' }).click();
-    const dialog = page.locator('#create-dialog');
-    await dialog.getByRole('button', { name: 'Use the demo twin' }).click();
-    await dialog.locator('#create-file-list').getByText('main.tf').waitFor();
-    assert.equal(await dialog.getByLabel('Name').inputValue(), 'demo');
-    assert.equal(await dialog.getByLabel('Provider').inputValue(), 'sandbox');
-    await dialog.getByRole('textbox', { name: 'Variables' }).fill(JSON.stringify({ base_delay_ms: BASE_DELAY_MS }));
-    await dialog.getByRole('button', { name: 'Create twin' }).click();
+  it('creates the demo twin with the wizard: sandbox template, no files needed', async () => {
+    await page.getByRole('link', { name: 'New twin' }).click();
+    await page.getByRole('heading', { name: 'New twin', level: 1 }).waitFor();
+    await page.getByRole('radio', { name: /Local sandbox/ }).check();
+    await page.getByRole('button', { name: 'Next' }).click();
+    await page.getByRole('heading', { name: 'Where should it run?' }).waitFor();
+    await page.getByRole('radio', { name: /This machine/ }).check();
+    await page.getByRole('button', { name: 'Next' }).click();
+    await page.getByRole('heading', { name: 'How big?' }).waitFor();
+    await page.getByRole('radio', { name: /Local: the demo twin/ }).check();
+    await page.getByRole('button', { name: 'Next' }).click();
+    await page.getByRole('heading', { name: 'Name and variables' }).waitFor();
+    assert.equal(await page.getByLabel('Name', { exact: true }).inputValue(), 'demo');
+    await page.locator('#wizard-variables .variable-name').first().fill('base_delay_ms');
+    await page.locator('#wizard-variables .variable-value').first().fill(String(BASE_DELAY_MS));
+    await page.getByRole('button', { name: 'Next' }).click();
+    await page.locator('#wizard-plan[data-state="done"]').waitFor({ timeout: RUN_MS });
+    await page.getByRole('button', { name: 'Create twin', exact: true }).click();
 
     await page.getByRole('heading', { name: 'demo', level: 1 }).waitFor();
     await page.locator('#twin-status [data-status="draft"]').waitFor();
@@ -257,7 +148,7 @@ describe('the dashboard', { timeout: 10 * 60_000 }, () => {
     const secretRow = page.locator('#twin-outputs tr', { hasText: 'database_secret' });
     await secretRow.getByText('sensitive').waitFor();
     assert.ok(!(await secretRow.textContent()).match(/[0-9a-f]{16}/), 'the secret is not shown');
-    await page.locator('#twin-runs').getByText('completed').waitFor();
+    await page.locator('#twin-runs tr[data-kind="deploy"]').getByText('completed').waitFor();
 
     await page.getByRole('link', { name: 'All twins' }).click();
     const row = page.locator('tr[data-status="deployed"]', { hasText: 'demo' });
@@ -306,6 +197,7 @@ describe('the dashboard', { timeout: 10 * 60_000 }, () => {
       name: 'always-fails',
       variables: { base_delay_ms: 20, fail_on_create: ['iot_hub'] },
     });
+    assert.equal(twin.name, 'always-fails');
     await page.goto(`${gateway.url}/#/twins/${twin.id}`);
     await page.getByRole('heading', { name: 'always-fails', level: 1 }).waitFor();
     await page.waitForFunction(() => !document.querySelector('#deploy-button').disabled);
@@ -388,6 +280,6 @@ describe('the dashboard', { timeout: 10 * 60_000 }, () => {
     await page.getByRole('alert').filter({ hasText: 'Cannot reach the gateway' }).waitFor();
     assert.ok(await page.getByRole('heading', { name: 'Digital twins' }).isVisible(), 'what was loaded stays');
     await screenshot('gateway-unreachable');
-    assert.deepEqual(page.problems, [], 'no uncaught errors in the page');
+    expectNoProblems(page, NETWORK_NOISE);
   });
 });

@@ -26,6 +26,17 @@ export function onConnection(handlers) {
 }
 
 export async function request(method, path, body) {
+  return (await exchange(method, path, body)).data;
+}
+
+/** A paged list: `{items, next}`, where `next` (from X-Next-Before) is the cursor of the
+ * following page, or null at the end. */
+export async function requestPage(path) {
+  const { data, headers } = await exchange('GET', path);
+  return { items: Array.isArray(data) ? data : [], next: headers.get('X-Next-Before') };
+}
+
+async function exchange(method, path, body) {
   let response;
   try {
     response = await fetch(path, {
@@ -58,33 +69,51 @@ export async function request(method, path, body) {
     if (response.status === 401 && path !== '/auth/login') listeners.unauthorized(error);
     throw error;
   }
-  return data;
+  return { data, headers: response.headers };
 }
 
 const get = (path) => request('GET', path);
 const post = (path, body) => request('POST', path, body);
 const enc = encodeURIComponent;
 
+/** `?a=1&b=2` from the defined entries of `params`. */
+function query(params) {
+  const parts = Object.entries(params)
+    .filter(([, value]) => value !== undefined && value !== null && value !== '')
+    .map(([key, value]) => `${enc(key)}=${enc(value)}`);
+  return parts.length ? `?${parts.join('&')}` : '';
+}
+
 export const api = {
   login: (token) => post('/auth/login', { token }),
   logout: () => post('/auth/logout'),
   whoami: () => get('/auth/whoami'),
 
-  twins: () => get('/twins'),
+  twins: ({ includeDeleted = false } = {}) => get(`/twins${includeDeleted ? '?include_deleted=true' : ''}`),
   twin: (id) => get(`/twins/${enc(id)}`),
   createTwin: (body) => post('/twins', body),
+  updateTwin: (id, body) => request('PUT', `/twins/${enc(id)}`, body),
+  deleteTwin: (id) => request('DELETE', `/twins/${enc(id)}`),
+  restoreTwin: (id) => post(`/twins/${enc(id)}/restore`),
+  setStatus: (id, status, reason) => post(`/twins/${enc(id)}/status`, { status, reason }),
   demoTemplate: () => get('/templates/demo'),
+  providers: () => get('/providers'),
   infrastructure: (id) => get(`/twins/${enc(id)}/infrastructure-status`),
   outputs: (id) => get(`/twins/${enc(id)}/outputs`),
-  history: (id) => get(`/twins/${enc(id)}/history`),
+  costs: (id) => get(`/twins/${enc(id)}/costs`),
+  history: (id, { limit, before } = {}) =>
+    requestPage(`/twins/${enc(id)}/history${query({ limit, before })}`),
   state: (id) => get(`/twins/${enc(id)}/state`),
-  runs: (id) => get(`/twins/${enc(id)}/runs`),
+  stateVersions: (id) => get(`/twins/${enc(id)}/state/versions`),
+  runs: (id, { limit, before } = {}) => requestPage(`/twins/${enc(id)}/runs${query({ limit, before })}`),
+  allRuns: ({ status, limit, before } = {}) => requestPage(`/runs${query({ status, limit, before })}`),
   validate: (id) => post(`/twins/${enc(id)}/validate`),
   refresh: (id) => post(`/twins/${enc(id)}/refresh`),
   start: (id, kind) => post(`/twins/${enc(id)}/${['destroy', 'plan'].includes(kind) ? kind : 'deploy'}`),
   cancel: (id) => post(`/twins/${enc(id)}/cancel`),
 
   run: (jobId) => get(`/runs/${enc(jobId)}`),
+  cancelRun: (jobId) => post(`/runs/${enc(jobId)}/cancel`),
   logs: (jobId, after, limit = 1000) =>
     get(`/runs/${enc(jobId)}/logs?after_event_id=${after}&limit=${limit}`),
   eventsUrl: (jobId, after) => `/runs/${enc(jobId)}/events?last_event_id=${after}`,

@@ -1,11 +1,14 @@
-// The dashboard's entry: sign-in, the two views (#/ and #/twins/<id>), the run modal, and the
-// messages for a lost gateway, a lost session or a fault in the page itself.
+// The dashboard's entry: sign-in, the views (#/ twins, #/twins/<id>, #/runs, #/new the
+// wizard), the run modal, and the messages for a lost gateway, a lost session or a fault in
+// the page itself.
 
 import { api, ApiError, Unreachable, describe, onConnection } from './api.js';
 import { $, refreshTimes } from './dom.js';
 import { RunModal } from './run-modal.js';
+import { RunsView } from './runs-view.js';
 import { TwinView } from './twin-view.js';
 import { Dashboard } from './twins.js';
+import { Wizard } from './wizard.js';
 
 const POLL_MS = 5000;
 
@@ -15,14 +18,18 @@ const sections = {
   signIn: $('#sign-in-view'),
   dashboard: $('#dashboard-view'),
   twin: $('#twin-view'),
+  runs: $('#runs-view'),
+  wizard: $('#wizard-view'),
 };
 
 let signedIn = false;
 let booted = false;
 let current = null;
+let whoami = null;
 
 const ctx = {
   report,
+  who: () => whoami,
   navigate(hash) {
     if (location.hash === hash) route();
     else location.hash = hash;
@@ -35,15 +42,25 @@ ctx.runModal = new RunModal($('#run-dialog'), {
     if (current === dashboard) dashboard.refresh();
   },
   onFinished() {
-    current?.refresh();
+    // A run's end can change everything a page shows (a plan's cost, a drift check's marks).
+    current?.refresh({ full: true });
   },
   onClosed() {
     current?.refresh();
+  },
+  focusFallback(jobId) {
+    if (current === twinView) return twinView.focusTarget();
+    const view = Object.values(sections).find((section) => !section.hidden);
+    if (!view) return null;
+    const button = jobId ? view.querySelector(`[data-open-run="${CSS.escape(jobId)}"]`) : null;
+    return button ?? $('h1', view);
   },
   report,
 });
 const dashboard = new Dashboard(sections.dashboard, ctx);
 const twinView = new TwinView(sections.twin, ctx);
+const runsView = new RunsView(sections.runs, ctx);
+const wizard = new Wizard(sections.wizard, ctx);
 
 function show(name) {
   for (const [key, section] of Object.entries(sections)) section.hidden = key !== name;
@@ -138,7 +155,9 @@ function signOut(message) {
   for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
   current?.hide();
   current = null;
+  whoami = null;
   $('#session').hidden = true;
+  $('#main-nav').hidden = true;
   signInError.hidden = !message;
   signInError.textContent = message ?? '';
   show('signIn');
@@ -147,8 +166,10 @@ function signOut(message) {
 
 function enter(who) {
   signedIn = true;
+  whoami = who;
   $('#who').textContent = `${who.owner}${who.is_admin ? ' (admin)' : ''}`;
   $('#session').hidden = false;
+  $('#main-nav').hidden = false;
   route({ focus: true });
   ctx.runModal.resume();
 }
@@ -157,15 +178,27 @@ function enter(who) {
 
 function route({ focus = true } = {}) {
   if (!signedIn) return;
-  const match = location.hash.match(/^#\/twins\/([^/?]+)$/);
-  const next = match ? twinView : dashboard;
+  const hash = location.hash;
+  const twin = hash.match(/^#\/twins\/([^/?]+)$/);
+  let next;
+  let name;
+  let title;
+  if (twin) [next, name, title] = [twinView, 'twin', 'Twin'];
+  else if (hash === '#/runs') [next, name, title] = [runsView, 'runs', 'Runs'];
+  else if (hash === '#/new') [next, name, title] = [wizard, 'wizard', 'New twin'];
+  else [next, name, title] = [dashboard, 'dashboard', 'Twins'];
   if (current && current !== next) current.hide();
   current = next;
-  show(match ? 'twin' : 'dashboard');
-  document.title = match ? 'Twin · terrastream' : 'Twins · terrastream';
-  if (match) twinView.show(decodeURIComponent(match[1]));
-  else dashboard.show();
-  if (focus) $('h1', match ? sections.twin : sections.dashboard).focus({ preventScroll: true });
+  show(name);
+  document.title = `${title} · terrastream`;
+  for (const link of document.querySelectorAll('#main-nav a')) {
+    const here = (link.dataset.nav === 'runs') === (name === 'runs') && name !== 'wizard';
+    if (here) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  if (twin) twinView.show(decodeURIComponent(twin[1]));
+  else next.show();
+  if (focus) $('h1', sections[name]).focus({ preventScroll: true });
 }
 
 window.addEventListener('hashchange', () => route());

@@ -5,14 +5,20 @@
 // with no gap; events are applied strictly in id order and an id seen before is dropped, so
 // nothing shows twice either. The run being watched is remembered in localStorage, so closing
 // and reopening the page brings the modal back on the same run.
+//
+// A stream that drops without `done` is the connection, not the run: the modal says the
+// gateway is out of reach and keeps reconnecting; only `done` ends a run, and its `error` is
+// shown as the gateway wrote it.
 
-import { api, ApiError, describe } from './api.js';
+import { api, ApiError, Unreachable, describe } from './api.js';
 import { $, STATUSES, announce, fill, h, statusBadge } from './dom.js';
 import { LogView } from './log-view.js';
+import { changeList, money } from './twin-panels.js';
 
 const WATCHED = 'terrastream.watched-run';
 const EVENT_TYPES = ['stage', 'log', 'progress', 'status', 'warning', 'queue', 'done'];
 const RECONNECT_MS = 2000;
+export const CONNECTION_LOST = 'Connection to the gateway lost — reconnecting…';
 
 const STAGES = {
   deploy: [
@@ -32,25 +38,37 @@ const STAGES = {
     ['planning', 'Planning'],
     ['complete', 'Complete'],
   ],
+  drift: [
+    ['initializing', 'Initializing'],
+    ['checking_drift', 'Checking for drift'],
+    ['complete', 'Complete'],
+  ],
 };
 
+/** [title while it runs, the run's noun] */
 const VERB = {
   deploy: ['Deploying', 'Deploy'],
   destroy: ['Destroying', 'Destroy'],
   plan: ['Planning', 'Plan'],
+  drift: ['Checking for drift:', 'Drift check'],
 };
+
+/** Stages during which resources are being changed, so progress events can come. */
+const COUNTED = new Set(['applying', 'destroying']);
 
 const knownKind = (kind) => (kind in STAGES ? kind : 'deploy');
 
 export class RunModal {
   /**
    * hooks: onStatus(twinId, status) when the twin's status moves, onFinished(twinId) after
-   * `done`, onClosed(twinId) when the reader closes the modal, report(error).
+   * `done`, onClosed(twinId) when the reader closes the modal, focusFallback() for where focus
+   * goes when the button that opened the modal is gone or disabled, report(error).
    */
   constructor(dialog, hooks) {
     this.dialog = dialog;
     this.hooks = hooks;
     this.session = null;
+    this.opener = null;
     this.el = {
       title: $('#run-title', dialog),
       badge: $('#run-badge', dialog),
@@ -59,6 +77,7 @@ export class RunModal {
       progressText: $('#run-progress-text', dialog),
       notice: $('#run-notice', dialog),
       outcome: $('#run-outcome', dialog),
+      findings: $('#run-findings', dialog),
       cancel: $('#run-cancel', dialog),
       retry: $('#run-retry', dialog),
       close: $('#run-close', dialog),
@@ -69,6 +88,7 @@ export class RunModal {
     this.el.retry.addEventListener('click', () => this.retry());
     dialog.addEventListener('close', () => {
       const session = this.session;
+      this.returnFocus(session?.jobId);
       // Detached first on purpose (a lost session): keep the run to come back to it.
       if (!session) return;
       this.detach();
@@ -87,14 +107,31 @@ export class RunModal {
   }
 
   /**
-   * Shows a run. `historical` (a past run opened from the list) offers no Retry and is not
+   * Shows a run. `historical` (a past run opened from a list) offers no Retry and is not
    * remembered across reloads.
    */
   open({ jobId, twinId, twinName, kind, historical = false }) {
     if (this.session?.jobId === jobId && this.dialog.open) return;
+    const active = document.activeElement;
+    if (!this.dialog.open && active && active !== document.body && !this.dialog.contains(active)) {
+      this.opener = active;
+    }
     this.attach({ jobId, twinId, twinName, kind, historical });
     if (!this.dialog.open) this.dialog.showModal();
     this.el.close.focus();
+  }
+
+  /** Focus goes back to the button that opened the modal if it still works, else to a
+   * sensible place the page offers (the run's "View progress", the heading). */
+  returnFocus(jobId) {
+    const opener = this.opener;
+    this.opener = null;
+    const usable = (el) =>
+      el?.isConnected && !el.disabled && !el.closest('[hidden]') && el.getClientRects().length > 0;
+    // Else the page's own choice: a control that stays (lists are drawn again as runs move),
+    // or the run's button in a list, or the heading.
+    const target = usable(opener) ? opener : this.hooks.focusFallback?.(jobId) ?? null;
+    if (target) target.focus();
   }
 
   /** After a reload: back to the run the reader was watching, if any. */
@@ -131,6 +168,8 @@ export class RunModal {
       stale: false,
       loaded: false,
       stage: null,
+      counting: false,
+      cancelAsked: false,
     };
     this.session = session;
     if (!info.historical) {
@@ -149,22 +188,29 @@ export class RunModal {
   }
 
   reset(session) {
-    const [doing] = VERB[session.kind];
-    this.el.title.textContent = `${doing} ${session.twinName ?? 'twin'}`;
+    this.drawTitle(session);
     this.el.badge.replaceChildren();
     this.renderStages(session);
-    this.setProgress({ percent: 0 });
-    this.el.progressText.textContent = 'Starting…';
+    this.setWaiting('Starting…');
     this.setNotice(null);
     this.el.outcome.hidden = true;
     this.el.outcome.replaceChildren();
     this.el.outcome.className = 'outcome';
+    delete this.el.outcome.dataset.outcome;
+    this.el.findings.hidden = true;
+    this.el.findings.replaceChildren();
     this.el.cancel.hidden = false;
     this.el.cancel.disabled = false;
     this.el.retry.hidden = true;
     this.log.clear('Loading the log…');
     this.dialog.dataset.jobId = session.jobId;
+    this.dialog.dataset.kind = session.kind;
     this.dialog.dataset.state = 'running';
+    delete this.dialog.dataset.connection;
+  }
+
+  drawTitle(session) {
+    this.el.title.textContent = `${VERB[session.kind][0]} ${session.twinName ?? 'twin'}`;
   }
 
   async load(session) {
@@ -174,6 +220,7 @@ export class RunModal {
       session.twinId = run.twin_id;
       if (knownKind(run.kind) !== session.kind) {
         session.kind = knownKind(run.kind);
+        this.dialog.dataset.kind = session.kind;
         this.renderStages(session);
       }
       if (!session.twinName) {
@@ -181,7 +228,7 @@ export class RunModal {
         if (session.stale) return;
         session.twinName = twin.name;
       }
-      this.el.title.textContent = `${VERB[session.kind][0]} ${session.twinName}`;
+      this.drawTitle(session);
       if (run.status === 'pending' && run.queue_position) this.showQueue(run.queue_position);
     } catch (error) {
       if (session.stale) return;
@@ -231,24 +278,25 @@ export class RunModal {
       });
     }
     source.addEventListener('open', () => {
-      if (!session.stale) this.setNotice(null);
+      if (!session.stale) this.setConnectionLost(false);
     });
     source.addEventListener('error', () => {
       if (session.stale || session.done) return;
+      // The stream ended or broke without `done`: the run goes on (or its end is stored);
+      // only the connection is gone.
+      this.setConnectionLost(true);
       if (source.readyState === EventSource.CLOSED) {
-        // Refused (signed out, or the gateway restarted): catch up through the API instead.
+        // Refused (signed out, the gateway restarting): catch up through the API instead.
         source.close();
         session.source = null;
-        this.setNotice('The live stream stopped; catching up…');
         session.timer = setTimeout(() => this.catchUp(session), RECONNECT_MS);
-      } else {
-        this.setNotice('Connection lost; reconnecting…');
       }
     });
   }
 
   retryLater(session, error) {
-    this.setNotice(`${describe(error)} Trying again…`);
+    if (error instanceof Unreachable) this.setConnectionLost(true);
+    else this.setNotice(`${describe(error)} Trying again…`);
     this.hooks.report(error, { quiet: true });
     // Once the run is known, only the events are read again: the log shown so far stays.
     session.timer = setTimeout(() => {
@@ -258,10 +306,21 @@ export class RunModal {
     }, RECONNECT_MS * 2);
   }
 
+  setConnectionLost(lost) {
+    if (lost) {
+      this.dialog.dataset.connection = 'lost';
+      this.setNotice(CONNECTION_LOST);
+    } else if (this.dialog.dataset.connection === 'lost') {
+      delete this.dialog.dataset.connection;
+      this.setNotice(null);
+    }
+  }
+
   /** One event, in id order; an id already applied is a duplicate and is ignored. */
   apply(session, id, type, data) {
     if (!Number.isFinite(id) || id <= session.lastId || session.done) return;
     session.lastId = id;
+    if (this.dialog.dataset.connection === 'lost') this.setConnectionLost(false);
     switch (type) {
       case 'stage':
         this.setStage(session, data.stage, data.label);
@@ -270,7 +329,12 @@ export class RunModal {
         this.log.append({ id, stream: data.stream === 'stderr' ? 'stderr' : 'stdout', text: data.line ?? '' });
         break;
       case 'progress':
-        this.setProgress(data);
+        // A first "0 of N" comes with the plan, before anything changes: the bar stays
+        // indeterminate until resources are being changed.
+        if (COUNTED.has(session.stage) || Number(data.percent) > 0) {
+          session.counting = true;
+          this.setProgress(data);
+        }
         break;
       case 'status':
         this.el.badge.replaceChildren(statusBadge(data.status));
@@ -303,11 +367,19 @@ export class RunModal {
       session.stageList.splice(at, 0, { key, label: clean });
     }
     session.stage = key;
+    if (key !== 'queued') this.setNotice(null);
     this.drawStages(session);
-    if (label) {
-      this.el.progressText.textContent = label;
-      announce(label);
+    const text = label ?? key;
+    // Until resources change there is nothing to count: the bar says "working" and the text
+    // names the stage; the percentage comes with the first progress event.
+    if (COUNTED.has(key)) {
+      session.counting = false;
+      this.setProgress({ percent: 0 });
+      this.el.progressText.textContent = text;
+    } else if (key !== 'complete') {
+      this.setWaiting(text);
     }
+    if (label) announce(label);
   }
 
   drawStages(session, outcome = null) {
@@ -331,10 +403,19 @@ export class RunModal {
     fill(this.el.stages, items);
   }
 
+  /** An indeterminate bar (no value) with what is going on. */
+  setWaiting(text) {
+    this.el.progress.removeAttribute('value');
+    this.el.progress.textContent = text;
+    this.el.progressText.textContent = text;
+    this.dialog.dataset.progress = 'indeterminate';
+  }
+
   setProgress({ percent = 0, done, total }) {
     const value = Math.max(0, Math.min(100, Number(percent) || 0));
     this.el.progress.value = value;
     this.el.progress.textContent = `${value}%`;
+    this.dialog.dataset.progress = 'determinate';
     const counts = Number.isFinite(total) && total > 0 ? ` · ${done} of ${total} changes` : '';
     this.el.progressText.textContent = `${value}%${counts}`;
   }
@@ -354,56 +435,118 @@ export class RunModal {
     session.source = null;
     clearTimeout(session.timer);
     this.setNotice(null);
+    delete this.dialog.dataset.connection;
     const [, noun] = VERB[session.kind];
     const name = session.twinName ?? 'the twin';
+    const stageLabel = session.stageList.find((stage) => stage.key === session.stage)?.label;
     if (done.outcome === 'succeeded') {
       this.setProgress({ percent: 100 });
       this.el.progressText.textContent = 'Complete';
       session.stage = 'complete';
+    } else {
+      if (this.dialog.dataset.progress === 'indeterminate') this.setProgress({ percent: 0 });
+      const where = stageLabel ? ` while ${stageLabel.toLowerCase()}` : '';
+      this.el.progressText.textContent =
+        done.outcome === 'cancelled' ? `Stopped${where}` : `Failed${where}`;
     }
     this.drawStages(session, done.outcome);
-    this.el.title.textContent = `${noun} of ${name} ${done.outcome === 'succeeded' ? 'succeeded' : done.outcome}`;
+    this.el.title.textContent = `${noun} of ${name} ${done.outcome === 'succeeded' ? 'succeeded' : done.outcome === 'cancelled' ? 'stopped' : 'failed'}`;
     if (done.twin_status) this.el.badge.replaceChildren(statusBadge(done.twin_status));
     this.el.cancel.hidden = true;
     const status = STATUSES[done.twin_status]?.label;
-    const next = status ? ` The twin's status is now ${status}.` : '';
+    const next = status && session.kind !== 'plan' && session.kind !== 'drift'
+      ? ` The twin's status is now ${status}.` : '';
+    // The gateway's own words, as it wrote them.
+    const error = typeof done.error === 'string' && done.error.trim() ? done.error.trim() : null;
     if (done.outcome === 'succeeded') {
       const what = {
         deploy: `${name} is deployed.`,
         destroy: `All resources of ${name} are gone.`,
-        plan: 'The plan is in the log above.',
+        plan: 'Its changes are listed below.',
+        drift: 'Its findings are listed below.',
       }[session.kind];
       this.showOutcome('succeeded', `${noun} succeeded. ${what}`);
+    } else if (done.outcome === 'cancelled' && session.cancelAsked) {
+      this.showOutcome('cancelled', `${noun} was cancelled, as you asked.${next}`, error);
     } else if (done.outcome === 'cancelled') {
-      this.showOutcome('cancelled', `${noun} was cancelled.${next}`);
+      this.showOutcome('cancelled', `${noun} was stopped before it finished.${next}`, error ?? 'terraform was interrupted.');
     } else {
-      const why = done.error ? ` ${done.error}` : ' See the log above for terraform\'s message.';
-      this.showOutcome('failed', `${noun} failed.${why}${next}`);
+      this.showOutcome('failed', `${noun} failed.${next}`, error ?? 'See the log above for terraform\'s message.');
     }
     this.el.retry.hidden = done.outcome === 'succeeded' || session.historical;
-    this.el.retry.textContent = `Retry ${noun.toLowerCase()}`;
+    this.el.retry.textContent = session.kind === 'drift' ? 'Check again' : `Retry ${noun.toLowerCase()}`;
+    delete this.el.retry.dataset.action;
     this.dialog.dataset.state = done.outcome;
     announce(this.el.outcome.textContent);
+    if (session.kind === 'plan' || session.kind === 'drift') this.showFindings(session);
     this.hooks.onFinished(session.twinId);
   }
 
-  showOutcome(outcome, text) {
+  /** What a plan preview will change (and cost) or what a drift check found. */
+  async showFindings(session) {
+    let run;
+    try {
+      run = await api.run(session.jobId);
+    } catch (error) {
+      if (!session.stale) this.hooks.report(error, { quiet: true });
+      return;
+    }
+    if (session.stale || run.status !== 'completed') return;
+    const result = run.result ?? {};
+    const parts = [];
+    if (session.kind === 'plan') {
+      const changes = result.changes ?? [];
+      const summary = result.summary;
+      parts.push(h('h3', {}, 'Changes the next deploy makes'));
+      if (summary) {
+        parts.push(h('p', { class: 'plan-summary' },
+          `${summary.add ?? 0} to add, ${summary.change ?? 0} to change, ${summary.remove ?? 0} to destroy.`));
+      }
+      parts.push(changeList(changes, 'No changes: the infrastructure matches the configuration.'));
+      const cost = result.cost;
+      if (cost && Number.isFinite(cost.monthly_total)) {
+        const delta = cost.delta?.total ?? 0;
+        const sign = delta > 0 ? '+' : delta < 0 ? '−' : '±';
+        parts.push(h('p', { class: 'plan-cost', dataset: { total: cost.monthly_total, delta } },
+          `Estimated cost after this plan: ${money(cost.monthly_total, cost.currency)} a month (${sign}${money(Math.abs(delta), cost.currency)}).`));
+      }
+      if (!session.historical && changes.length) {
+        this.el.retry.hidden = false;
+        this.el.retry.textContent = 'Deploy this plan';
+        this.el.retry.dataset.action = 'deploy';
+      }
+    } else {
+      const drifted = result.drifted ?? [];
+      parts.push(h('h3', {}, drifted.length ? `${drifted.length} resource${drifted.length === 1 ? '' : 's'} drifted` : 'No drift'));
+      parts.push(changeList(drifted, 'The infrastructure matches the stored state.'));
+    }
+    this.el.findings.hidden = false;
+    fill(this.el.findings, parts);
+  }
+
+  showOutcome(outcome, text, detail = null) {
     this.el.outcome.hidden = false;
     this.el.outcome.className = `outcome outcome-${outcome}`;
     this.el.outcome.dataset.outcome = outcome;
-    fill(this.el.outcome, text);
+    fill(
+      this.el.outcome,
+      h('span', { class: 'outcome-text' }, text),
+      detail && h('span', { class: 'outcome-detail' }, ' ', detail),
+    );
   }
 
   async cancelRun() {
     const session = this.session;
     if (!session || session.done) return;
     this.el.cancel.disabled = true;
+    session.cancelAsked = true;
     try {
-      await api.cancel(session.twinId);
+      await api.cancelRun(session.jobId);
       if (!session.stale && !session.done) {
         this.setNotice('Cancelling: terraform finishes what it is doing and saves its state first.');
       }
     } catch (error) {
+      session.cancelAsked = false;
       this.el.cancel.disabled = false;
       if (!session.stale) this.setNotice(describe(error));
     }
@@ -412,14 +555,24 @@ export class RunModal {
   async retry() {
     const session = this.session;
     if (!session) return;
+    const kind = this.el.retry.dataset.action ?? session.kind;
     this.el.retry.disabled = true;
     try {
-      const started = await api.start(session.twinId, session.kind);
-      this.attach(again(session, started.job_id));
+      let jobId;
+      if (kind === 'drift') {
+        jobId = (await api.refresh(session.twinId)).drift_job_id;
+        if (!jobId) {
+          this.setNotice('The twin is no longer deployed: there is nothing to check.');
+          return;
+        }
+      } else {
+        jobId = (await api.start(session.twinId, kind)).job_id;
+      }
+      this.attach(again(session, jobId, kind));
       this.el.close.focus();
     } catch (error) {
       if (error instanceof ApiError && error.body.active_job_id) {
-        this.attach(again(session, error.body.active_job_id));
+        this.attach(again(session, error.body.active_job_id, kind));
       } else {
         this.setNotice(describe(error));
       }
@@ -429,8 +582,8 @@ export class RunModal {
   }
 }
 
-/** The same twin and kind, another run. */
-function again(session, jobId) {
-  const { twinId, twinName, kind } = session;
+/** The same twin, another run. */
+function again(session, jobId, kind) {
+  const { twinId, twinName } = session;
   return { jobId, twinId, twinName, kind, historical: false };
 }

@@ -1,64 +1,145 @@
-// One twin: its infrastructure (status, Deploy/Destroy/Cancel/Refresh), outputs, runs with
-// their logs, history and configuration. Which buttons work comes from the gateway's
-// infrastructure-status (the status machine) and from validating the configuration.
+// One twin: its infrastructure (status, Deploy/Plan/Destroy/Cancel/Refresh and the moves
+// without a run), cost, drift, resource map, outputs, state versions, runs, history and
+// configuration (editable). Which buttons work comes from the gateway's infrastructure-status
+// (the status machine) and from validating the configuration.
 
 import { api, ApiError, Unreachable, describe } from './api.js';
-import { $, announce, fill, formatDuration, h, showDialog, statusBadge, timeAgo } from './dom.js';
+import { $, announce, fill, h, showDialog, statusBadge, timeAgo } from './dom.js';
+import { VariablesEditor, readFiles } from './forms.js';
+import { drawResourceMap } from './resource-map.js';
+import {
+  RUN_HEADERS, RUN_KINDS, changeList, costBars, deltaText, fillIfChanged, forget, money, moreButton,
+  outputValue, runRows, subtract, table, unpricedList,
+} from './twin-panels.js';
 
 const DESTROYABLE = ['deployed', 'error', 'destroy_failed'];
-const MASK = '••••••••';
-const RUNS_SHOWN = 20;
-const HISTORY_SHOWN = 50;
+const PAGE = 20;
+const VERSIONS_SHOWN = 10;
+const DRIFT_POLL_MS = 1000;
+
+/** The status machine (docs/api.md), for the moves an admin may make by hand. */
+export const ALLOWED_MOVES = {
+  draft: ['deploying'],
+  deploying: ['deployed', 'error'],
+  deployed: ['destroying', 'deploying'],
+  destroying: ['draft', 'destroy_failed'],
+  error: ['deploying', 'destroying'],
+  destroy_failed: ['destroying', 'deployed'],
+};
 
 export class TwinView {
-  /** ctx: runModal, report(error), navigate(hash). */
+  /** ctx: runModal, report(error), navigate(hash), who() -> {owner, is_admin}. */
   constructor(root, ctx) {
     this.root = root;
     this.ctx = ctx;
     this.id = null;
-    this.twin = null;
-    this.infra = null;
-    this.validation = { for: null, state: 'unknown', errors: [], warnings: [] };
-    this.drawn = {};
+    this.reset();
+    const el = (id) => $(`#${id}`, root);
     this.el = {
-      name: $('#twin-name', root),
-      meta: $('#twin-meta', root),
-      status: $('#twin-status', root),
-      resources: $('#twin-resources', root),
-      lastDeployed: $('#twin-last-deployed', root),
-      deploy: $('#deploy-button', root),
-      destroy: $('#destroy-button', root),
-      cancel: $('#cancel-button', root),
-      progress: $('#progress-button', root),
-      refresh: $('#refresh-button', root),
-      hint: $('#action-hint', root),
-      validation: $('#validation', root),
-      outputs: $('#twin-outputs', root),
-      runs: $('#twin-runs', root),
-      history: $('#twin-history', root),
-      config: $('#twin-config', root),
+      name: el('twin-name'),
+      meta: el('twin-meta'),
+      missing: el('twin-missing'),
+      missingText: el('twin-missing-text'),
+      body: el('twin-body'),
+      deleted: el('deleted-banner'),
+      deletedText: el('deleted-text'),
+      restore: el('restore-button'),
+      status: el('twin-status'),
+      resources: el('twin-resources'),
+      costTotal: el('twin-cost-total'),
+      lastDeployed: el('twin-last-deployed'),
+      deploy: el('deploy-button'),
+      plan: el('plan-button'),
+      destroy: el('destroy-button'),
+      cancel: el('cancel-button'),
+      progress: el('progress-button'),
+      keep: el('keep-button'),
+      refresh: el('refresh-button'),
+      edit: el('edit-button'),
+      repair: el('repair-button'),
+      remove: el('delete-button'),
+      hint: el('action-hint'),
+      validation: el('validation'),
+      costs: el('twin-costs'),
+      drift: el('twin-drift'),
+      driftButton: el('drift-button'),
+      map: el('twin-map'),
+      mapDetails: el('map-details'),
+      outputs: el('twin-outputs'),
+      versions: el('twin-versions'),
+      runs: el('twin-runs'),
+      history: el('twin-history'),
+      config: el('twin-config'),
     };
     this.el.deploy.addEventListener('click', () => this.start('deploy'));
+    this.el.plan.addEventListener('click', () => this.start('plan'));
     this.el.destroy.addEventListener('click', () => this.start('destroy'));
     this.el.cancel.addEventListener('click', () => this.cancel());
     this.el.progress.addEventListener('click', () => this.showProgress());
-    this.el.refresh.addEventListener('click', () => this.reconcile());
+    this.el.keep.addEventListener('click', () => this.keepResources());
+    this.el.refresh.addEventListener('click', () => this.reconcile(this.el.refresh));
+    this.el.driftButton.addEventListener('click', () => this.reconcile(this.el.driftButton));
+    this.el.edit.addEventListener('click', () => this.editor.open(this.twin));
+    this.el.repair.addEventListener('click', () => this.repair());
+    this.el.remove.addEventListener('click', () => this.remove());
+    this.el.restore.addEventListener('click', () => this.restore());
+    this.editor = new ConfigEditor(document.getElementById('edit-dialog'), {
+      saved: (twin) => {
+        this.twin = twin;
+        announce('The configuration is saved.');
+        this.el.hint.textContent = 'Saved. The configuration is checked again; Deploy applies it.';
+        this.refresh({ full: true });
+      },
+    });
+    let mapWidth = 0;
+    new ResizeObserver(() => {
+      const width = this.el.map.clientWidth;
+      if (this.state && width && Math.abs(width - mapWidth) > 24) {
+        mapWidth = width;
+        this.drawMap();
+      }
+    }).observe(this.el.map);
+  }
+
+  reset() {
+    this.twin = null;
+    this.infra = null;
+    this.state = null;
+    this.costs = null;
+    this.history = [];
+    this.historyNext = null;
+    this.runs = [];
+    this.runsNext = null;
+    this.showAllVersions = false;
+    this.driftJob = null;
+    this.busy = false;
+    this.validation = { for: null, state: 'unknown', errors: [], warnings: [] };
+    this.seen = {};
+  }
+
+  /** Where focus goes when a dialog's opener is gone or disabled. */
+  focusTarget() {
+    if (!this.id || this.root.hidden) return null;
+    const candidates = [this.el.progress, this.el.deploy, this.el.plan];
+    return candidates.find((button) => !button.hidden && !button.disabled) ?? this.el.name;
   }
 
   /** Opens a twin; the first load fills every section. */
   async show(id) {
     if (id !== this.id) {
       this.id = id;
-      this.twin = null;
-      this.infra = null;
-      this.drawn = {};
-      this.validation = { for: null, state: 'unknown', errors: [], warnings: [] };
+      this.reset();
       this.el.name.textContent = 'Loading…';
       this.el.meta.textContent = '';
-      for (const key of ['status', 'resources', 'lastDeployed', 'outputs', 'runs', 'history', 'config']) {
+      this.el.missing.hidden = true;
+      this.el.body.hidden = false;
+      for (const key of ['status', 'resources', 'costTotal', 'lastDeployed', 'outputs', 'runs', 'history', 'config', 'costs', 'drift', 'map', 'versions']) {
         this.el[key].replaceChildren();
+        forget(this.el[key]);
       }
+      delete this.el.status.dataset.status;
       this.el.hint.textContent = '';
+      this.el.mapDetails.textContent = '';
       this.el.validation.hidden = true;
       this.drawButtons();
     }
@@ -80,32 +161,47 @@ export class TwinView {
     } catch (error) {
       if (id !== this.id) return;
       if (error instanceof ApiError && error.status === 404) {
-        this.el.name.textContent = 'Twin not found';
-        this.el.meta.textContent = 'It may have been deleted, or it belongs to someone else.';
+        this.showMissing();
         return;
       }
       this.ctx.report(error);
       return;
     }
     if (id !== this.id) return;
+    this.el.missing.hidden = true;
+    this.el.body.hidden = false;
     const previous = this.infra && this.twin;
     const changed =
       full ||
       !previous ||
       this.twin.updated_at !== twin.updated_at ||
       this.twin.deployment_status !== twin.deployment_status ||
+      this.twin.deleted_at !== twin.deleted_at ||
       this.infra.active_job_id !== infra.active_job_id ||
-      this.infra.state_version !== infra.state_version;
+      this.infra.state_version !== infra.state_version ||
+      this.infra.drift?.job_id !== infra.drift?.job_id;
     this.twin = twin;
     this.infra = infra;
     this.drawSummary();
     this.drawButtons();
-    const work = [this.validate()];
+    this.drawDrift();
+    const work = [this.validate(), this.loadRuns()];
     if (changed) {
       this.drawConfig();
-      work.push(this.loadOutputs(), this.loadRuns(), this.loadHistory());
+      work.push(this.loadOutputs(), this.loadHistory(), this.loadState(), this.loadCosts(), this.loadVersions());
     }
     await Promise.all(work);
+  }
+
+  showMissing() {
+    this.twin = null;
+    this.infra = null;
+    this.el.name.textContent = 'Twin not found';
+    document.title = 'Twin not found · terrastream';
+    this.el.meta.textContent = '';
+    this.el.body.hidden = true;
+    this.el.missing.hidden = false;
+    this.el.missingText.textContent = 'There is no twin with this address. It may have been purged, the link may be wrong, or it belongs to someone else.';
   }
 
   /** A status event from a run being watched: show it at once. */
@@ -125,42 +221,75 @@ export class TwinView {
     if (this.el.status.dataset.status !== status) {
       this.el.status.dataset.status = status;
       fill(this.el.status, statusBadge(status));
-      if (this.drawn.status) announce(`${twin.name} is now ${status.replace('_', ' ')}`);
-      this.drawn.status = status;
+      if (this.seen.status) announce(`${twin.name} is now ${status.replace('_', ' ')}`);
+      this.seen.status = status;
     }
     fill(this.el.resources, String(infra.resource_count ?? 0));
     this.el.resources.dataset.count = String(infra.resource_count ?? 0);
-    fill(this.el.lastDeployed, timeAgo(infra.last_deployed_at ?? twin.last_deployed_at));
+    this.drawLastDeployed();
     this.root.dataset.status = status;
+    const deleted = Boolean(twin.deleted_at);
+    this.el.deleted.hidden = !deleted;
+    if (deleted) {
+      fill(this.el.deletedText, 'This twin was deleted ', timeAgo(twin.deleted_at), '. It is kept so it can be restored; nothing can run on it until then.');
+    }
+  }
+
+  /** "3 minutes ago", and whether a destroy (or a move to draft) came since. */
+  drawLastDeployed() {
+    const { twin, infra } = this;
+    const last = infra.last_deployed_at ?? twin.last_deployed_at;
+    const since = this.history
+      .filter((entry) => entry.to_status === 'draft' && entry.from_status && (!last || entry.at > last))
+      .at(-1);
+    const parts = [timeAgo(last)];
+    if (last && since) {
+      const how = since.from_status === 'destroying' ? 'destroyed' : 'back to draft';
+      parts.push(h('span', { class: 'since', dataset: { since: how } }, ` · ${how} `, timeAgo(since.at)));
+    }
+    fill(this.el.lastDeployed, parts);
   }
 
   drawButtons() {
     const { twin, infra, validation } = this;
-    const { deploy, destroy, cancel, progress, hint } = this.el;
+    const { deploy, plan, destroy, cancel, progress, keep, hint, edit, repair, remove } = this.el;
+    const admin = Boolean(this.ctx.who?.()?.is_admin);
     if (!twin || !infra) {
-      for (const button of [deploy, destroy, this.el.refresh]) button.disabled = true;
+      for (const button of [deploy, plan, destroy, this.el.refresh, this.el.driftButton, edit, remove]) button.disabled = true;
       cancel.hidden = true;
       progress.hidden = true;
+      keep.hidden = true;
+      repair.hidden = true;
       return;
     }
-    this.el.refresh.disabled = false;
     const active = Boolean(infra.active_job_id);
     const status = twin.deployment_status;
     const deleted = Boolean(twin.deleted_at);
-    deploy.disabled = !infra.can_deploy || validation.state === 'invalid' || validation.state === 'pending';
-    destroy.disabled = !infra.can_destroy || !DESTROYABLE.includes(status);
+    const invalid = validation.state === 'invalid' || validation.state === 'pending';
+    deploy.disabled = deleted || !infra.can_deploy || invalid;
+    plan.disabled = deleted || active || validation.state === 'invalid';
+    destroy.disabled = deleted || !infra.can_destroy || !DESTROYABLE.includes(status);
+    this.el.refresh.disabled = deleted || this.busy;
+    this.el.driftButton.disabled = deleted || this.busy || Boolean(this.driftJob) || status !== 'deployed' || active;
     cancel.hidden = !active;
     cancel.disabled = false;
     progress.hidden = !active;
+    keep.hidden = status !== 'destroy_failed' || deleted;
+    keep.disabled = active;
+    edit.disabled = deleted || active;
+    repair.hidden = !admin || deleted;
+    repair.disabled = active;
+    remove.disabled = deleted || active || status !== 'draft';
 
     let why = '';
-    if (deleted) why = 'This twin is deleted; restore it to deploy again.';
+    if (deleted) why = 'This twin is deleted; restore it to work on it again.';
     else if (active) why = 'A run is working on this twin; Deploy and Destroy wait for it to end.';
     else if (validation.state === 'pending') why = 'Checking the configuration…';
-    else if (validation.state === 'invalid') why = 'The configuration does not validate; fix the errors below to deploy.';
+    else if (validation.state === 'invalid') why = 'The configuration does not validate: use Edit configuration to fix the errors below, then deploy.';
+    else if (status === 'destroy_failed') why = 'The destroy failed: retry it with Destroy, or keep the resources (the twin is deployed again).';
     else if (!infra.can_deploy) why = `A ${status.replace('_', ' ')} twin cannot be deployed.`;
-    else if (destroy.disabled) why = 'Destroy becomes available once something is deployed.';
-    hint.textContent = why;
+    else if (destroy.disabled && status === 'draft') why = 'Destroy becomes available once something is deployed; Delete twin removes a draft.';
+    if (!this.hintLocked) hint.textContent = why;
   }
 
   async validate() {
@@ -216,103 +345,214 @@ export class TwinView {
     fill(box, parts);
   }
 
-  async loadOutputs() {
+  /** Runs the page shows sections for in parallel; a 404 mid-way is the twin going away. */
+  async section(load) {
     const id = this.id;
     try {
-      const { outputs } = await api.outputs(id);
-      if (id !== this.id) return;
-      const entries = Object.entries(outputs ?? {});
-      if (!this.changed('outputs', entries)) return;
-      if (!entries.length) {
-        fill(this.el.outputs, h('p', { class: 'muted' }, 'No outputs yet. They appear after a deploy.'));
-        return;
-      }
-      fill(
-        this.el.outputs,
-        table(
-          ['Name', 'Value'],
-          entries.map(([name, output]) => [
-            h('code', {}, name),
-            output.sensitive
-              ? h(
-                  'span',
-                  { class: 'masked' },
-                  h('span', { 'aria-hidden': 'true' }, MASK),
-                  h('span', { class: 'sr-only' }, 'hidden'),
-                  h('span', { class: 'tag' }, 'sensitive'),
-                )
-              : h('code', { class: 'value' }, formatValue(output.value)),
-          ]),
-          'outputs-table',
-        ),
-      );
+      const result = await load();
+      return id === this.id ? result : undefined;
     } catch (error) {
-      if (id === this.id) this.ctx.report(error);
+      if (id === this.id) this.ctx.report(error, { quiet: error instanceof ApiError && error.status === 404 });
+      return undefined;
     }
+  }
+
+  async loadOutputs() {
+    const answer = await this.section(() => api.outputs(this.id));
+    if (!answer) return;
+    const entries = Object.entries(answer.outputs ?? {});
+    fillIfChanged(this.el.outputs, entries, () =>
+      entries.length
+        ? table(['Name', 'Value'], entries.map(([name, output]) => [h('code', {}, name), outputValue(output)]), 'outputs-table')
+        : h('p', { class: 'muted' }, 'No outputs yet. They appear after a deploy.'));
+  }
+
+  async loadState() {
+    // Refreshes overlap; only the newest answer counts.
+    const ticket = (this.stateTicket = (this.stateTicket ?? 0) + 1);
+    const answer = await this.section(() => api.state(this.id));
+    if (answer === undefined || ticket !== this.stateTicket) return;
+    this.state = answer?.state ?? null;
+    this.drawMap();
+  }
+
+  drifted() {
+    const drift = this.infra?.drift;
+    return new Set((drift?.drifted ?? []).map((item) => item.address).filter(Boolean));
+  }
+
+  drawMap() {
+    if (!this.state) {
+      fill(this.el.map, h('p', { class: 'muted' }, 'No state yet.'));
+      return;
+    }
+    const drifted = this.drifted();
+    const key = JSON.stringify([this.state.lineage, this.state.serial, [...drifted], this.el.map.clientWidth]);
+    if (this.seen.map === key) return;
+    this.seen.map = key;
+    drawResourceMap(this.el.map, this.state, {
+      drifted,
+      onSelect: (node) => {
+        fill(
+          this.el.mapDetails,
+          h('code', {}, node.address),
+          ` · ${node.kind}`,
+          node.id ? ` · id ${node.id}` : '',
+          node.dependsOn.length ? ` · depends on ${node.dependsOn.join(', ')}` : ' · depends on nothing',
+          node.drifted ? ' · drifted: changed or deleted outside terraform' : '',
+        );
+      },
+    });
+  }
+
+  async loadCosts() {
+    const costs = await this.section(() => api.costs(this.id));
+    if (!costs) return;
+    this.costs = costs;
+    const currency = costs.costs?.currency ?? 'USD';
+    const fromPlan = costs.source === 'plan';
+    const after = fromPlan ? costs.costs : null;
+    const now = fromPlan ? subtract(costs.costs, costs.delta) : costs.costs;
+    fill(this.el.costTotal, money(now?.total ?? 0, currency));
+    this.el.costTotal.dataset.total = String(now?.total ?? 0);
+    fillIfChanged(this.el.costs, costs, () => [
+      h('p', { class: 'cost-headline' },
+        h('strong', { class: 'cost-now', dataset: { total: now?.total ?? 0 } }, money(now?.total ?? 0, currency)),
+        ' a month now',
+        fromPlan ? [' · ', h('strong', { class: 'cost-after', dataset: { total: after.total } }, money(after.total, currency)), ` after the previewed plan (${deltaText(costs.delta, currency)})`] : null),
+      costBars({ now, after, currency }),
+      h('p', { class: 'muted small' }, fromPlan
+        ? 'From the plan preview, which the next deploy applies. List prices from the price book: an estimate, not a bill.'
+        : 'From the deployed state; Plan shows what a deploy would change. List prices from the price book: an estimate, not a bill.'),
+      unpricedList(costs.unpriced),
+    ]);
+  }
+
+  drawDrift() {
+    const { infra, twin } = this;
+    if (!infra || !twin) return;
+    const drift = infra.drift;
+    const parts = [];
+    if (this.driftJob) {
+      parts.push(h('p', { class: 'drift-state checking', dataset: { state: 'checking' } },
+        h('span', { class: 'spinner', 'aria-hidden': 'true' }), ` Checking for drift… ${this.driftJob.label ?? ''}`));
+      parts.push(h('button', { type: 'button', class: 'button small', dataset: { openRun: this.driftJob.id }, onclick: () => this.openRun({ job_id: this.driftJob.id, kind: 'drift' }, true) }, 'View progress'));
+    } else if (!drift) {
+      parts.push(h('p', { class: 'muted drift-state', dataset: { state: 'unchecked' } },
+        twin.deployment_status === 'deployed' ? 'Not checked yet. A check compares the live resources with the stored state.' : 'Checks are for a deployed twin.'));
+    } else if (drift.outcome !== 'completed' && drift.outcome !== 'succeeded') {
+      parts.push(h('p', { class: 'drift-state warn-text', dataset: { state: 'failed' } }, 'The last check did not finish (', drift.outcome, ') ', timeAgo(drift.checked_at), '.'));
+    } else if (!drift.drifted_count) {
+      parts.push(h('p', { class: 'drift-state ok-text', dataset: { state: 'clean' } }, 'No drift: the resources match the state. Checked ', timeAgo(drift.checked_at), '.'));
+    } else {
+      parts.push(h('p', { class: 'drift-state error-text', dataset: { state: 'drifted', count: drift.drifted_count } },
+        `${drift.drifted_count} resource${drift.drifted_count === 1 ? '' : 's'} drifted: changed or deleted outside terraform. Checked `, timeAgo(drift.checked_at), '.'));
+      parts.push(changeList(drift.drifted, ''));
+      parts.push(h('p', { class: 'muted small' }, 'Deploy puts them back as the configuration says.'));
+    }
+    if (drift?.job_id && !this.driftJob) {
+      parts.push(h('button', { type: 'button', class: 'button small', dataset: { openRun: drift.job_id }, onclick: () => this.openRun({ job_id: drift.job_id, kind: 'drift' }, true) }, 'View the last check\'s log'));
+    }
+    fillIfChanged(this.el.drift, [drift, this.driftJob, twin.deployment_status], () => parts);
+    this.drawMap();
+  }
+
+  async loadVersions() {
+    const versions = await this.section(() => api.stateVersions(this.id));
+    if (!versions) return;
+    this.versions = versions;
+    this.drawVersions();
+  }
+
+  drawVersions() {
+    const versions = this.versions ?? [];
+    const shown = this.showAllVersions ? versions : versions.slice(0, VERSIONS_SHOWN);
+    fillIfChanged(this.el.versions, [shown, versions.length], () => {
+      if (!versions.length) return h('p', { class: 'muted' }, 'No state yet.');
+      const rows = shown.map((v) => {
+        const cells = [
+          `v${v.version}`,
+          String(v.resource_count),
+          v.actor,
+          timeAgo(v.created_at),
+          v.run_id
+            ? h('button', { type: 'button', class: 'button small', dataset: { openRun: v.run_id }, 'aria-label': `Log of the run that wrote version ${v.version}`, onclick: () => this.openRun({ job_id: v.run_id }, true) }, 'View run')
+            : h('span', { class: 'muted' }, 'no run'),
+        ];
+        cells.attrs = { dataset: { version: v.version } };
+        return cells;
+      });
+      return [
+        table(['Version', 'Resources', 'By', 'When', 'Run'], rows, 'versions-table'),
+        versions.length > VERSIONS_SHOWN
+          ? h('button', { type: 'button', class: 'button small more', onclick: () => { this.showAllVersions = !this.showAllVersions; this.drawVersions(); } },
+            this.showAllVersions ? 'Show the latest only' : `Show all ${versions.length} versions`)
+          : null,
+      ];
+    });
   }
 
   async loadRuns() {
-    const id = this.id;
-    try {
-      const runs = await api.runs(id);
-      if (id !== this.id || !this.changed('runs', runs)) return;
-      if (!runs.length) {
-        fill(this.el.runs, h('p', { class: 'muted' }, 'No runs yet.'));
-        return;
-      }
-      const rows = runs.slice(0, RUNS_SHOWN).map((run) => [
-        { deploy: 'Deploy', destroy: 'Destroy', plan: 'Plan' }[run.kind] ?? run.kind,
-        h('span', { class: `run-status run-${run.status}` }, run.status),
-        timeAgo(run.start_time ?? run.created_at, '—'),
-        formatDuration(run.start_time, run.end_time) || '—',
-        h(
-          'button',
-          {
-            type: 'button',
-            class: 'button small',
-            'aria-label': `Log of the ${run.kind} ${run.start_time ? 'started ' + new Date(run.start_time).toLocaleString() : ''}`,
-            onclick: () => this.openRun(run, true),
-          },
-          'View log',
-        ),
-      ]);
-      const more = runs.length > RUNS_SHOWN ? h('p', { class: 'muted' }, `The latest ${RUNS_SHOWN} of ${runs.length} runs.`) : null;
-      fill(this.el.runs, table(['Run', 'Result', 'Started', 'Took', ''], rows, 'runs-table'), more);
-    } catch (error) {
-      if (id === this.id) this.ctx.report(error);
-    }
+    // The first page again, as long as what the reader has opened (at most 200).
+    const limit = Math.min(200, Math.max(PAGE, this.runs.length));
+    const page = await this.section(() => api.runs(this.id, { limit }));
+    if (!page) return;
+    this.runs = page.items;
+    this.runsNext = page.next;
+    this.drawRuns();
+  }
+
+  async moreRuns() {
+    const page = await this.section(() => api.runs(this.id, { limit: PAGE, before: this.runsNext }));
+    if (!page) return;
+    const known = new Set(this.runs.map((run) => run.job_id));
+    this.runs = [...this.runs, ...page.items.filter((run) => !known.has(run.job_id))];
+    this.runsNext = page.next;
+    this.drawRuns();
+    this.el.runs.querySelectorAll('tbody tr')[Math.max(0, this.runs.length - page.items.length)]?.querySelector('button')?.focus();
+  }
+
+  drawRuns() {
+    const { runs, runsNext } = this;
+    fillIfChanged(this.el.runs, [runs, runsNext], () => {
+      if (!runs.length) return h('p', { class: 'muted' }, 'No runs yet.');
+      return [
+        table(RUN_HEADERS, runRows(runs, (run) => this.openRun(run, true)), 'runs-table', { caption: 'Runs of this twin, newest first' }),
+        h('p', { class: 'muted small list-count' }, `${runs.length} run${runs.length === 1 ? '' : 's'} shown${runsNext ? '; older ones follow' : ''}.`),
+        runsNext ? moreButton('Show older runs', () => this.moreRuns()) : null,
+      ];
+    });
   }
 
   async loadHistory() {
-    const id = this.id;
-    try {
-      const entries = await api.history(id);
-      if (id !== this.id || !this.changed('history', entries)) return;
-      const latest = entries.slice(-HISTORY_SHOWN).reverse();
-      fill(
-        this.el.history,
-        h(
-          'ol',
-          { class: 'history' },
-          latest.map((entry) =>
-            h(
-              'li',
-              {},
-              h('span', { class: 'history-what' }, describeEntry(entry)),
-              h(
-                'span',
-                { class: 'history-meta muted' },
-                timeAgo(entry.at),
-                ` · ${entry.actor}`,
-                entry.reason ? ` · ${entry.reason}` : '',
-              ),
-            ),
-          ),
-        ),
-      );
-    } catch (error) {
-      if (id === this.id) this.ctx.report(error);
-    }
+    const limit = Math.min(200, Math.max(PAGE, this.history.length));
+    const page = await this.section(() => api.history(this.id, { limit }));
+    if (!page) return;
+    this.history = page.items;
+    this.historyNext = page.next;
+    this.drawHistory();
+    if (this.twin) this.drawLastDeployed();
+  }
+
+  async moreHistory() {
+    const page = await this.section(() => api.history(this.id, { limit: PAGE, before: this.historyNext }));
+    if (!page) return;
+    this.history = [...page.items, ...this.history];
+    this.historyNext = page.next;
+    this.drawHistory();
+  }
+
+  drawHistory() {
+    const { history, historyNext } = this;
+    fillIfChanged(this.el.history, [history, historyNext], () => [
+      h('ol', { class: 'history' },
+        [...history].reverse().map((entry) => h('li', { dataset: { entryId: entry.id } },
+          h('span', { class: 'history-what' }, describeEntry(entry)),
+          h('span', { class: 'history-meta muted' },
+            timeAgo(entry.at), ` · ${entry.actor}`, entry.reason ? ` · ${entry.reason}` : ''),
+          entry.run_id ? h('button', { type: 'button', class: 'button small subtle', dataset: { openRun: entry.run_id }, onclick: () => this.openRun({ job_id: entry.run_id }, true) }, 'View run') : null))),
+      historyNext ? moreButton('Show older entries', () => this.moreHistory()) : null,
+    ]);
   }
 
   drawConfig() {
@@ -321,37 +561,28 @@ export class TwinView {
     const variables = Object.keys(twin.variables ?? {}).length
       ? h('pre', { class: 'code' }, JSON.stringify(twin.variables, null, 2))
       : h('p', { class: 'muted' }, 'No variables: the configuration\'s defaults apply.');
-    fill(
-      this.el.config,
+    fillIfChanged(this.el.config, [twin.files, twin.variables], () => [
       h('h3', {}, `Files (${files.length})`),
       files.map(([path, content]) =>
         h('details', { class: 'file' }, h('summary', {}, h('code', {}, path), h('span', { class: 'muted' }, ` ${content.length.toLocaleString()} bytes`)), h('pre', { class: 'code' }, content)),
       ),
       h('h3', {}, 'Variables'),
       variables,
-    );
-  }
-
-  /** True (and remembered) when `data` differs from what a section shows now. */
-  changed(section, data) {
-    const text = JSON.stringify(data);
-    if (this.drawn[section] === text) return false;
-    this.drawn[section] = text;
-    return true;
+    ]);
   }
 
   async start(kind) {
     const twin = this.twin;
     if (!twin) return;
     if (kind === 'destroy' && !(await this.confirmDestroy(twin))) return;
-    const button = kind === 'destroy' ? this.el.destroy : this.el.deploy;
+    const button = { destroy: this.el.destroy, plan: this.el.plan }[kind] ?? this.el.deploy;
     button.disabled = true;
     try {
       const started = await api.start(twin.id, kind);
       this.openRun({ job_id: started.job_id, kind }, false);
     } catch (error) {
       if (error instanceof ApiError && error.body.active_job_id) {
-        this.openRun({ job_id: error.body.active_job_id, kind }, false);
+        this.openRun({ job_id: error.body.active_job_id }, false);
       } else {
         this.el.hint.textContent = describe(error);
         this.ctx.report(error, { quiet: true });
@@ -389,21 +620,174 @@ export class TwinView {
     await this.refresh();
   }
 
-  async reconcile() {
+  /** Refresh status: reconciles the twin with its stored state and, for a deployed twin,
+   * starts a drift check whose progress and findings show in the Drift card. */
+  async reconcile(button) {
     const twin = this.twin;
-    if (!twin) return;
-    this.el.refresh.disabled = true;
+    if (!twin || this.busy) return;
+    this.busy = true;
+    const label = button.textContent;
+    button.textContent = button === this.el.driftButton ? 'Checking…' : 'Refreshing…';
+    button.setAttribute('aria-busy', 'true');
+    this.drawButtons();
+    this.setHint(twin.deployment_status === 'deployed' ? 'Checking for drift…' : 'Refreshing the status…');
     try {
       const report = await api.refresh(twin.id);
-      const text = report.changed
+      const moved = report.changed
         ? `Status refreshed: ${report.changes.map(describeChange).join('; ')}.`
         : 'Status refreshed: it matches the stored state.';
-      this.el.hint.textContent = text;
-      announce(text);
+      if (report.drift_job_id) {
+        this.driftJob = { id: report.drift_job_id, label: '' };
+        this.setHint(`${moved} Checking for drift…`);
+        this.drawDrift();
+        this.followDrift(twin.id, report.drift_job_id);
+      } else {
+        this.setHint(moved);
+      }
     } catch (error) {
-      this.el.hint.textContent = describe(error);
+      this.setHint(describe(error));
+    } finally {
+      this.busy = false;
+      button.textContent = label;
+      button.removeAttribute('aria-busy');
     }
     await this.refresh({ full: true });
+  }
+
+  setHint(text) {
+    this.el.hint.textContent = text;
+    this.hintLocked = Boolean(text);
+    clearTimeout(this.hintTimer);
+    // The sentence stays until the next thing happens, then the usual hints come back.
+    this.hintTimer = setTimeout(() => { this.hintLocked = false; }, 8000);
+    announce(text);
+  }
+
+  /** Follows a drift check until it ends, then shows its findings. */
+  async followDrift(twinId, jobId) {
+    for (;;) {
+      if (this.id !== twinId || this.driftJob?.id !== jobId) return;
+      let run;
+      try {
+        run = await api.run(jobId);
+      } catch (error) {
+        if (!(error instanceof Unreachable)) {
+          this.driftJob = null;
+          this.ctx.report(error, { quiet: true });
+          return;
+        }
+      }
+      if (run && ['completed', 'failed', 'cancelled'].includes(run.status)) break;
+      if (run && this.driftJob) {
+        this.driftJob.label = run.stage_label ?? '';
+        forget(this.el.drift);
+        this.drawDrift();
+      }
+      await new Promise((resolve) => setTimeout(resolve, DRIFT_POLL_MS));
+    }
+    if (this.id !== twinId) return;
+    this.driftJob = null;
+    await this.refresh({ full: true });
+    const drift = this.infra?.drift;
+    const text = drift?.job_id === jobId
+      ? drift.drifted_count ? `Drift check done: ${drift.drifted_count} resource${drift.drifted_count === 1 ? '' : 's'} drifted.` : 'Drift check done: no drift.'
+      : 'The drift check ended; see its log.';
+    this.setHint(text);
+    this.drawButtons();
+  }
+
+  async keepResources() {
+    const twin = this.twin;
+    if (!twin) return;
+    this.el.keep.disabled = true;
+    try {
+      await api.setStatus(twin.id, 'deployed', 'kept the resources after a failed destroy');
+      this.setHint('The resources are kept: the twin is deployed again.');
+    } catch (error) {
+      this.setHint(describe(error));
+    }
+    await this.refresh({ full: true });
+    this.el.deploy.focus();
+  }
+
+  async repair() {
+    const twin = this.twin;
+    if (!twin) return;
+    const dialog = document.getElementById('status-dialog');
+    const select = $('#status-to', dialog);
+    const reason = $('#status-reason', dialog);
+    const error = $('#status-error', dialog);
+    const form = $('form', dialog);
+    const targets = ALLOWED_MOVES[twin.deployment_status] ?? [];
+    fill(select, targets.map((status) => h('option', { value: status }, status.replace('_', ' '))));
+    reason.value = '';
+    error.hidden = true;
+    const onSubmit = async (event) => {
+      event.preventDefault();
+      if (!reason.value.trim()) {
+        error.textContent = 'Say why, for the history.';
+        error.hidden = false;
+        reason.focus();
+        return;
+      }
+      try {
+        await api.setStatus(twin.id, select.value, reason.value.trim());
+        dialog.close('moved');
+      } catch (failure) {
+        error.textContent = describe(failure);
+        error.hidden = false;
+      }
+    };
+    const onCancel = () => dialog.close('cancel');
+    form.addEventListener('submit', onSubmit);
+    $('#status-cancel', dialog).addEventListener('click', onCancel);
+    const answer = showDialog(dialog);
+    select.focus();
+    const result = await answer;
+    form.removeEventListener('submit', onSubmit);
+    $('#status-cancel', dialog).removeEventListener('click', onCancel);
+    this.el.repair.focus();
+    if (result === 'moved') {
+      this.setHint(`Status moved to ${select.value.replace('_', ' ')}.`);
+      await this.refresh({ full: true });
+    }
+  }
+
+  async remove() {
+    const twin = this.twin;
+    if (!twin) return;
+    const dialog = document.getElementById('delete-dialog');
+    fill($('#delete-twin-name', dialog), twin.name);
+    const answer = showDialog(dialog);
+    $('#delete-cancel', dialog).focus();
+    if ((await answer) !== 'delete') {
+      this.el.remove.focus();
+      return;
+    }
+    try {
+      await api.deleteTwin(twin.id);
+      this.setHint(`${twin.name} is deleted. Restore brings it back.`);
+    } catch (error) {
+      this.setHint(describe(error));
+    }
+    await this.refresh({ full: true });
+    (this.el.deleted.hidden ? this.el.name : this.el.restore).focus();
+  }
+
+  async restore() {
+    const twin = this.twin;
+    if (!twin) return;
+    this.el.restore.disabled = true;
+    try {
+      await api.restoreTwin(twin.id);
+      this.setHint(`${twin.name} is restored.`);
+    } catch (error) {
+      this.setHint(describe(error));
+    } finally {
+      this.el.restore.disabled = false;
+    }
+    await this.refresh({ full: true });
+    this.el.name.focus();
   }
 
   /** The destroy confirmation, with the kinds of resources that will go. */
@@ -425,7 +809,115 @@ export class TwinView {
     } catch (error) {
       fill(list, h('li', { class: 'muted' }, `The resource list could not be read: ${describe(error)}`));
     }
-    return (await answer) === 'destroy';
+    const result = await answer;
+    if (result !== 'destroy') this.el.destroy.focus();
+    return result === 'destroy';
+  }
+}
+
+/** The edit dialog: the twin's files (each editable, added, removed or uploaded) and its
+ * variables, saved with PUT /twins/{id}. */
+class ConfigEditor {
+  constructor(dialog, hooks) {
+    this.dialog = dialog;
+    this.hooks = hooks;
+    this.twin = null;
+    this.form = $('form', dialog);
+    this.filesBox = $('#edit-files', dialog);
+    this.newFile = $('#edit-new-file', dialog);
+    this.upload = $('#edit-upload', dialog);
+    this.error = $('#edit-error', dialog);
+    this.save = $('#edit-save', dialog);
+    this.variables = new VariablesEditor($('#edit-variables', dialog), { idPrefix: 'edit-var' });
+    $('#edit-cancel', dialog).addEventListener('click', () => dialog.close());
+    $('#edit-add-file', dialog).addEventListener('click', () => this.addFile());
+    this.upload.addEventListener('change', async () => {
+      const files = await readFiles(this.upload.files);
+      for (const [path, content] of Object.entries(files)) this.putFile(path, content);
+      this.upload.value = '';
+    });
+    this.form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.submit();
+    });
+  }
+
+  open(twin) {
+    if (!twin) return;
+    this.twin = twin;
+    this.filesBox.replaceChildren();
+    for (const [path, content] of Object.entries(twin.files ?? {})) this.putFile(path, content);
+    this.variables.set(twin.variables ?? {});
+    this.newFile.value = '';
+    this.setError(null);
+    this.opener = document.activeElement;
+    this.dialog.showModal();
+    this.filesBox.querySelector('textarea')?.focus();
+  }
+
+  putFile(path, content) {
+    const existing = [...this.filesBox.children].find((row) => row.dataset.path === path);
+    if (existing) {
+      existing.querySelector('textarea').value = content;
+      return existing;
+    }
+    const id = `edit-file-${this.filesBox.children.length}-${Date.now()}`;
+    const row = h(
+      'div',
+      { class: 'file-edit', dataset: { path } },
+      h('div', { class: 'file-edit-head' },
+        h('label', { for: id }, h('code', {}, path)),
+        h('button', { type: 'button', class: 'button small subtle', 'aria-label': `Remove ${path}`, onclick: () => { row.remove(); this.newFile.focus(); } }, 'Remove')),
+      h('textarea', { id, rows: Math.min(16, Math.max(4, content.split('\n').length + 1)), spellcheck: 'false', class: 'file-content' }),
+    );
+    row.querySelector('textarea').value = content;
+    this.filesBox.append(row);
+    return row;
+  }
+
+  addFile() {
+    const path = this.newFile.value.trim();
+    if (!path) {
+      this.setError('Give the new file a name, like extra.tf.');
+      this.newFile.focus();
+      return;
+    }
+    const row = this.putFile(path, '');
+    this.newFile.value = '';
+    this.setError(null);
+    row.querySelector('textarea').focus();
+  }
+
+  setError(text) {
+    this.error.hidden = !text;
+    this.error.textContent = text ?? '';
+  }
+
+  async submit() {
+    const files = {};
+    for (const row of this.filesBox.children) files[row.dataset.path] = row.querySelector('textarea').value;
+    if (!Object.keys(files).some((path) => path.endsWith('.tf') || path.endsWith('.tf.json'))) {
+      this.setError('Keep at least one .tf (or .tf.json) file.');
+      return;
+    }
+    let variables;
+    try {
+      variables = this.variables.read();
+    } catch (error) {
+      this.setError(error.message);
+      error.field?.focus();
+      return;
+    }
+    this.save.disabled = true;
+    try {
+      const twin = await api.updateTwin(this.twin.id, { files, variables });
+      this.dialog.close();
+      this.hooks.saved(twin);
+    } catch (error) {
+      this.setError(error instanceof ApiError ? `The gateway refused: ${error.message}` : describe(error));
+    } finally {
+      this.save.disabled = false;
+    }
   }
 }
 
@@ -451,29 +943,6 @@ function configurationKey(twin) {
   return JSON.stringify([twin.files, twin.variables]);
 }
 
-function table(headers, rows, className) {
-  return h(
-    'div',
-    { class: 'table-wrap' },
-    h(
-      'table',
-      { class: className },
-      h('thead', {}, h('tr', {}, headers.map((text) => h('th', { scope: 'col' }, text)))),
-      h(
-        'tbody',
-        {},
-        rows.map((cells) =>
-          h('tr', {}, cells.map((cell, index) => h('td', { 'data-label': headers[index] }, cell))),
-        ),
-      ),
-    ),
-  );
-}
-
-function formatValue(value) {
-  return typeof value === 'string' ? value : JSON.stringify(value);
-}
-
 function diagnostic(item) {
   if (typeof item === 'string') return item;
   const summary = item?.summary ?? item?.message ?? JSON.stringify(item);
@@ -488,10 +957,12 @@ function describeEntry(entry) {
     const from = entry.from_status ? entry.from_status.replace('_', ' ') : 'new';
     return `${from} → ${(entry.to_status ?? '').replace('_', ' ')}`;
   }
-  return entry.action.replace('_', ' ');
+  return entry.action.replaceAll('_', ' ');
 }
 
 function describeChange(change) {
   if (typeof change === 'string') return change;
   return change?.reason ?? change?.message ?? JSON.stringify(change);
 }
+
+export { RUN_KINDS };

@@ -75,6 +75,31 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../../static/twin-view.js"),
     },
+    Asset {
+        name: "twin-panels.js",
+        content_type: JS,
+        body: include_str!("../../static/twin-panels.js"),
+    },
+    Asset {
+        name: "resource-map.js",
+        content_type: JS,
+        body: include_str!("../../static/resource-map.js"),
+    },
+    Asset {
+        name: "forms.js",
+        content_type: JS,
+        body: include_str!("../../static/forms.js"),
+    },
+    Asset {
+        name: "wizard.js",
+        content_type: JS,
+        body: include_str!("../../static/wizard.js"),
+    },
+    Asset {
+        name: "runs-view.js",
+        content_type: JS,
+        body: include_str!("../../static/runs-view.js"),
+    },
 ];
 
 fn serve(asset: &Asset) -> HttpResponse {

@@ -110,6 +110,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/runs")
                 .wrap(from_fn(auth::require_principal))
+                .route("", web::get().to(runs::list_visible))
                 .route("/{id}", web::get().to(runs::get))
                 .route("/{id}/events", web::get().to(runs::events))
                 .route("/{id}/logs", web::get().to(runs::logs))

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::sse;
 use super::twins::visible_twin;
 use crate::config::Settings;
-use crate::domain::{Principal, Run, RunId, RunKind};
+use crate::domain::{Principal, Run, RunId, RunKind, RunStatus};
 use crate::runs::{RunError, Supervisor};
 use crate::store::{run_blocking, Store};
 
@@ -34,6 +34,9 @@ pub struct RunView {
     events_url: String,
     /// While pending: 1 when the run is next to get a slot.
     queue_position: Option<usize>,
+    /// In `GET /runs`, which spans twins: the twin's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    twin_name: Option<String>,
 }
 
 impl From<Run> for RunView {
@@ -56,6 +59,7 @@ impl From<Run> for RunView {
             job_id: run.id,
             events_url,
             queue_position: None,
+            twin_name: None,
         }
     }
 }
@@ -250,15 +254,39 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// `GET /twins/{id}/runs`: every run, or with `limit` (and `before`) one page of them.
 pub async fn list_for_twin(
     supervisor: web::Data<Supervisor>,
     principal: Principal,
     path: web::Path<String>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
     let twin = visible_twin(&store, &principal, &path).await?;
-    let runs = run_blocking(&store, move |s| s.list_runs(&twin.id)).await?;
-    Ok(HttpResponse::Ok().json(runs.into_iter().map(RunView::from).collect::<Vec<_>>()))
+    if query.limit.is_none() && query.before.is_none() {
+        let runs = run_blocking(&store, move |s| s.list_runs(&twin.id)).await?;
+        return Ok(HttpResponse::Ok().json(runs.into_iter().map(RunView::from).collect::<Vec<_>>()));
+    }
+    let limit = page_limit(query.limit, DEFAULT_RUNS_PAGE)?;
+    let before = before_cursor(&store, &principal, query.before.as_deref()).await?;
+    if let Some(run) = before.as_ref().filter(|run| run.twin_id != twin.id) {
+        return Err(ApiError::Unprocessable(format!(
+            "before names run {}, which is not a run of twin {}",
+            run.id, twin.id
+        )));
+    }
+    let runs = run_blocking(&store, move |s| {
+        s.list_runs_page(&twin.id, before.as_ref().map(|r| &r.id), limit + 1)
+    })
+    .await?;
+    let next = runs
+        .get(limit.saturating_sub(1))
+        .map(|run| run.id.to_string());
+    Ok(runs_page(
+        runs.into_iter().map(RunView::from).collect(),
+        limit,
+        next,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -376,4 +404,118 @@ pub async fn logs(
         "next_after_event_id": next_after,
         "has_more": has_more,
     })))
+}
+
+/// The paging header: present when there is more, naming the `before` of the next page.
+pub const NEXT_BEFORE: &str = "X-Next-Before";
+pub const DEFAULT_RUNS_PAGE: usize = 50;
+const MAX_RUNS_PAGE: usize = 200;
+
+/// `?limit=N&before=<cursor>` on a twin's runs or history.
+#[derive(Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<usize>,
+    pub before: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RunsQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+/// `limit` as asked (1 to [`MAX_RUNS_PAGE`]), or `default` when not given.
+pub fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    match limit.unwrap_or(default) {
+        n @ 1..=MAX_RUNS_PAGE => Ok(n),
+        _ => Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_RUNS_PAGE}"
+        ))),
+    }
+}
+
+/// `pending,processing` -> the statuses; empty or absent is every status.
+fn parse_statuses(raw: Option<&str>) -> Result<Vec<RunStatus>, ApiError> {
+    raw.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "'{}' is not a run status (pending, processing, completed, failed, cancelled)",
+                    s.chars().take(40).collect::<String>()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The run a `before` cursor names: malformed is a 400, one the caller cannot see a 422.
+async fn before_cursor(
+    store: &Arc<dyn Store>,
+    principal: &Principal,
+    raw: Option<&str>,
+) -> Result<Option<Run>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.parse::<RunId>().is_err() {
+        return Err(ApiError::BadRequest(format!(
+            "before must be a run id, not '{}'",
+            raw.chars().take(80).collect::<String>()
+        )));
+    }
+    match visible_run(store, principal, raw).await {
+        Ok(run) => Ok(Some(run)),
+        Err(ApiError::NotFound(_)) => Err(ApiError::Unprocessable(format!(
+            "before names run {raw}, which is not one of your runs"
+        ))),
+        Err(other) => Err(other),
+    }
+}
+
+/// A page of runs as JSON, with `X-Next-Before` when more follow.
+fn runs_page(views: Vec<RunView>, limit: usize, next: Option<String>) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    if views.len() > limit {
+        if let Some(next) = next {
+            response.insert_header((NEXT_BEFORE, next));
+        }
+    }
+    response.json(views.into_iter().take(limit).collect::<Vec<_>>())
+}
+
+/// `GET /runs`: every run the caller may see, across twins, newest first, in pages.
+pub async fn list_visible(
+    supervisor: web::Data<Supervisor>,
+    principal: Principal,
+    query: web::Query<RunsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let store = supervisor.store();
+    let statuses = parse_statuses(query.status.as_deref())?;
+    let limit = page_limit(query.limit, DEFAULT_RUNS_PAGE)?;
+    let before = before_cursor(&store, &principal, query.before.as_deref()).await?;
+    let rows = run_blocking(&store, move |s| {
+        s.list_visible_runs(
+            &principal,
+            &statuses,
+            before.as_ref().map(|r| &r.id),
+            limit + 1,
+        )
+    })
+    .await?;
+    let next = rows
+        .get(limit.saturating_sub(1))
+        .map(|(run, _)| run.id.to_string());
+    let views = rows
+        .into_iter()
+        .map(|(run, twin_name)| {
+            let queue_position = supervisor.queue_position(&run.id);
+            let mut view = RunView::from(run);
+            view.queue_position = queue_position;
+            view.twin_name = Some(twin_name);
+            view
+        })
+        .collect();
+    Ok(runs_page(views, limit, next))
 }

@@ -281,15 +281,53 @@ pub async fn restore(
     Ok(HttpResponse::Ok().json(restored))
 }
 
+/// `GET /twins/{id}/history`: every entry, oldest first; or with `limit` (and `before`, an
+/// entry id) the newest `limit` entries older than `before`, still oldest first.
 pub async fn history(
     store: web::Data<dyn Store>,
     principal: Principal,
     path: web::Path<String>,
+    query: web::Query<super::runs::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let store = store.into_inner();
     let twin = visible_twin(&store, &principal, &path).await?;
-    let entries = run_blocking(&store, move |s| s.history(&twin.id)).await?;
-    Ok(HttpResponse::Ok().json(entries))
+    if query.limit.is_none() && query.before.is_none() {
+        let entries = run_blocking(&store, move |s| s.history(&twin.id)).await?;
+        return Ok(HttpResponse::Ok().json(entries));
+    }
+    let limit = super::runs::page_limit(query.limit, super::runs::DEFAULT_RUNS_PAGE)?;
+    let before = query
+        .before
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<i64>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "before must be a history entry id, not '{}'",
+                    raw.chars().take(40).collect::<String>()
+                ))
+            })
+        })
+        .transpose()?;
+    let twin_id = twin.id.clone();
+    let mut entries =
+        match run_blocking(&store, move |s| s.history_page(&twin_id, before, limit + 1)).await {
+            Ok(entries) => entries,
+            Err(crate::store::StoreError::NotFound(what)) => {
+                return Err(ApiError::Unprocessable(format!(
+                    "before names {what}, which does not exist"
+                )))
+            }
+            Err(other) => return Err(other.into()),
+        };
+    let mut response = HttpResponse::Ok();
+    if entries.len() > limit {
+        entries.truncate(limit);
+        if let Some(oldest) = entries.last() {
+            response.insert_header((super::runs::NEXT_BEFORE, oldest.id.to_string()));
+        }
+    }
+    entries.reverse();
+    Ok(response.json(entries))
 }
 
 /// `POST /twins/{id}/status`: a status move without a run. Owners may only keep resources

@@ -9,7 +9,7 @@ pub use sqlite::SqliteStore;
 
 use crate::domain::{
     DeploymentStatus, HistoryEntry, MonitorId, NewTwin, Outcome, Principal, Run, RunGrant, RunId,
-    RunKind, RunStep, Twin, TwinId, TwinUpdate,
+    RunKind, RunStatus, RunStep, Twin, TwinId, TwinUpdate,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +305,32 @@ pub trait Store: Send + Sync + 'static {
     fn set_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;
     /// A cheap round trip, for health checks.
     fn ping(&self) -> StoreResult<()>;
+
+    /// Runs of the twins `principal` may see (every twin for admins, deleted ones included),
+    /// newest first, each with its twin's name: at most `limit`, only those whose status is in
+    /// `statuses` (all when empty), and only runs older than the run `before` when given.
+    fn list_visible_runs(
+        &self,
+        principal: &Principal,
+        statuses: &[RunStatus],
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Run, String)>>;
+    /// A page of a twin's runs, newest first: at most `limit`, older than the run `before`.
+    fn list_runs_page(
+        &self,
+        twin_id: &TwinId,
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>>;
+    /// A page of a twin's history, newest first: at most `limit` entries, older than the entry
+    /// `before`; NotFound when `before` is not an entry of this twin.
+    fn history_page(
+        &self,
+        id: &TwinId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<HistoryEntry>>;
 }
 
 /// Runs a store call on the blocking pool, keeping the caller's tracing span.

@@ -15,7 +15,7 @@ use super::{
 use crate::clock;
 use crate::domain::{
     DeploymentStatus, HistoryEntry, MonitorId, NewTwin, Principal, Run, RunGrant, RunId, RunKind,
-    RunStep, Twin, TwinId, TwinName, TwinUpdate,
+    RunStatus, RunStep, Twin, TwinId, TwinName, TwinUpdate,
 };
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -962,6 +962,101 @@ impl Store for SqliteStore {
     fn ping(&self) -> StoreResult<()> {
         self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
+    }
+
+    fn list_visible_runs(
+        &self,
+        principal: &Principal,
+        statuses: &[RunStatus],
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Run, String)>> {
+        let conn = self.conn()?;
+        let columns = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c} AS {c}", c = c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {columns}, t.name AS twin_name FROM runs r JOIN twins t ON t.id = r.twin_id
+             WHERE (?1 OR t.owner = ?2)
+               AND (?3 = '[]' OR r.status IN (SELECT value FROM json_each(?3)))
+               AND (?4 IS NULL OR (r.created_at, r.id) <
+                    (SELECT b.created_at, b.id FROM runs b WHERE b.id = ?4))
+             ORDER BY r.created_at DESC, r.id DESC
+             LIMIT ?5"
+        );
+        let statuses = to_json(&statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![
+            principal.is_admin,
+            principal.owner,
+            statuses,
+            before.map(RunId::as_str),
+            limit
+        ])?;
+        let mut runs = Vec::new();
+        while let Some(row) = rows.next()? {
+            runs.push((run_from_row(row)?, row.get("twin_name")?));
+        }
+        Ok(runs)
+    }
+
+    fn list_runs_page(
+        &self,
+        twin_id: &TwinId,
+        before: Option<&RunId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE twin_id = ?1
+               AND (?2 IS NULL OR (created_at, id) <
+                    (SELECT b.created_at, b.id FROM runs b WHERE b.id = ?2))
+             ORDER BY created_at DESC, id DESC LIMIT ?3"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![twin_id.as_str(), before.map(RunId::as_str), limit])?;
+        let mut runs = Vec::new();
+        while let Some(row) = rows.next()? {
+            runs.push(run_from_row(row)?);
+        }
+        Ok(runs)
+    }
+
+    fn history_page(
+        &self,
+        id: &TwinId,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<HistoryEntry>> {
+        let conn = self.conn()?;
+        if let Some(before) = before {
+            let known: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM twin_history WHERE twin_id = ?1 AND id = ?2)",
+                params![id.as_str(), before],
+                |row| row.get(0),
+            )?;
+            if !known {
+                return Err(StoreError::NotFound(format!(
+                    "history entry {before} of twin {id}"
+                )));
+            }
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, twin_id, action, from_status, to_status, actor, reason, run_id, at
+             FROM twin_history WHERE twin_id = ?1 AND (?2 IS NULL OR id < ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![id.as_str(), before, limit])?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next()? {
+            entries.push(history_from_row(row)?);
+        }
+        Ok(entries)
     }
 }
 

@@ -41,6 +41,11 @@ async fn assets_have_their_content_types() {
     for (path, content_type) in [
         ("/ui/app.js", "text/javascript; charset=utf-8"),
         ("/ui/log-view.js", "text/javascript; charset=utf-8"),
+        ("/ui/wizard.js", "text/javascript; charset=utf-8"),
+        ("/ui/runs-view.js", "text/javascript; charset=utf-8"),
+        ("/ui/twin-panels.js", "text/javascript; charset=utf-8"),
+        ("/ui/resource-map.js", "text/javascript; charset=utf-8"),
+        ("/ui/forms.js", "text/javascript; charset=utf-8"),
         ("/ui/style.css", "text/css; charset=utf-8"),
         ("/ui/favicon.svg", "image/svg+xml"),
     ] {

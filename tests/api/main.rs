@@ -15,6 +15,7 @@ mod preview;
 mod process_helpers;
 mod resilience;
 mod run_helpers;
+mod run_lists;
 mod runs;
 mod state_backend;
 mod state_helpers;
