@@ -452,7 +452,10 @@ describe('issue 19, item 5: a gateway going away is not a cancel', { timeout: 5 
     await restart();
     await endsWithItsOwnWords(killed, 'issue19-5-after-kill');
 
-    // The gateway stops mid-run (SIGTERM): whatever the run's end, not a user's cancel.
+    // The gateway stops mid-run (SIGTERM): whatever the run's end, not a user's cancel. A
+    // changed title gives the second deploy work to do (a deploy with nothing to change is
+    // over before the gateway could be stopped in it).
+    await localApi('PUT', `/twins/${twin.id}`, { variables: { ...twin.variables, base_delay_ms: 400, dashboard_title: 'restarted again' } });
     const stopped = await watchDeploy();
     await killGateway(local, 'SIGTERM');
     await localPage.waitForFunction(() => {
