@@ -29,6 +29,7 @@ use crate::runs::{
 };
 use crate::state::{StateCipher, StateService};
 use crate::store::{SqliteStore, Store};
+use crate::twins::Twins;
 
 /// How long open connections get to finish once the server stops (event streams are ended
 /// before that).
@@ -106,7 +107,7 @@ impl Application {
         let state = Arc::new(StateService::open(Arc::clone(&store), cipher)?);
         if new_admin_token.is_some() && settings.create_demo {
             let demo = crate::demo::new_twin("admin")?;
-            let twin = state.create_twin(demo, "terrastream")?;
+            let twin = state.create_twin(demo, &Twins::created("terrastream"), "terrastream")?;
             tracing::info!(twin_id = %twin.id, "created the demo twin; deploy it from the dashboard or POST /twins/{}/deploy", twin.id);
         }
 
@@ -136,6 +137,7 @@ impl Application {
             .with_label_values(&[isolation.mode().as_str()])
             .set(1);
         let grants = Arc::new(RunGrants::new(Arc::clone(&store)));
+        let twins = Arc::new(Twins::new(Arc::clone(&store), Arc::clone(&state)));
         let hub = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), &runtime);
         let supervisor = Supervisor::new(SupervisorParts {
             settings: settings.clone(),
@@ -147,6 +149,7 @@ impl Application {
             credentials,
             metrics: Arc::clone(&metrics),
             isolation,
+            twins: Arc::clone(&twins),
         });
 
         let listener = TcpListener::bind(&settings.bind)
@@ -182,6 +185,7 @@ impl Application {
         let price_book_data = web::Data::new(price_book);
         let catalog_data = web::Data::new(provider_catalog);
         let store_data: web::Data<dyn Store> = web::Data::from(Arc::clone(&store));
+        let twins_data = web::Data::from(twins);
         let authenticator =
             web::Data::new(Authenticator::new(Arc::clone(&store), grants, &settings));
         let max_body = settings.max_body_bytes;
@@ -193,6 +197,7 @@ impl Application {
                 .wrap(cors(&cors_origins))
                 .wrap(TracingLogger::default())
                 .app_data(store_data.clone())
+                .app_data(twins_data.clone())
                 .app_data(authenticator.clone())
                 .app_data(supervisor_data.clone())
                 .app_data(state_data.clone())

@@ -57,7 +57,7 @@ pub async fn twin_costs(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
-    let twin = visible_twin(&store, &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     // A preview made from the twin's current files and variables, against its current
     // state, and not applied yet: what the next deploy will build.
     let plan: Option<(RunId, Vec<ResourceUse>)> = match supervisor.current_plan(&twin).await {

@@ -5,8 +5,59 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::domain::{IdError, ValidationError};
-use crate::store::{Conflict, StoreError};
+use crate::domain::{DeploymentStatus, IdError, Refusal, RunId, ValidationError};
+use crate::store::StoreError;
+use crate::twins::TwinError;
+
+/// A request that conflicts with the twin's state or lock (or another stored state), with a
+/// stable code and what a client needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub code: &'static str,
+    pub detail: String,
+    pub status: Option<DeploymentStatus>,
+    pub active_job_id: Option<RunId>,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl Conflict {
+    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            status: None,
+            active_job_id: None,
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        ApiError::Conflict(Conflict {
+            code: refusal.code(),
+            detail: refusal.to_string(),
+            status: refusal.status(),
+            active_job_id: refusal.active_job_id().cloned(),
+        })
+    }
+}
+
+impl From<TwinError> for ApiError {
+    fn from(err: TwinError) -> Self {
+        match err {
+            TwinError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            TwinError::Refused(refusal) => refusal.into(),
+            TwinError::Store(err) => err.into(),
+            TwinError::State(err) => err.into(),
+            TwinError::Busy(_) => ApiError::Unavailable(err.to_string()),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -96,7 +147,6 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
-            StoreError::Conflict(conflict) => ApiError::Conflict(conflict),
             other => ApiError::Internal(other.to_string()),
         }
     }

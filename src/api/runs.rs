@@ -1,7 +1,5 @@
 //! Runs: start a deploy or destroy, cancel it, read its status, events and logs.
 
-use std::sync::Arc;
-
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -12,7 +10,8 @@ use super::twins::visible_twin;
 use crate::config::Settings;
 use crate::domain::{Principal, Run, RunId, RunKind, RunStatus};
 use crate::runs::{RunError, Supervisor};
-use crate::store::{run_blocking, Store};
+use crate::store::run_blocking;
+use crate::twins::Twins;
 
 /// A run as the contract shows it.
 #[derive(Serialize)]
@@ -69,6 +68,7 @@ impl From<RunError> for ApiError {
         match err {
             RunError::Store(err) => err.into(),
             RunError::Hub(err) => ApiError::internal(err),
+            RunError::Twin(err) => err.into(),
             RunError::ShuttingDown => ApiError::Unavailable(err.to_string()),
         }
     }
@@ -95,7 +95,7 @@ pub async fn validate(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     let validation = supervisor
         .into_inner()
         .validate(&twin)
@@ -128,8 +128,7 @@ async fn start(
     kind: RunKind,
 ) -> Result<HttpResponse, ApiError> {
     let supervisor = supervisor.into_inner();
-    let store = supervisor.store();
-    let twin = visible_twin(&store, &principal, twin_id).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, twin_id).await?;
     let run = supervisor.start(&twin, kind, &principal.owner).await?;
     tracing::info!(run_id = %run.id, twin_id = %twin.id, %kind, "run started");
     if sse::wants_stream(&req) {
@@ -151,7 +150,7 @@ pub async fn cancel(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     let queued = twin
         .active_job_id
         .as_ref()
@@ -160,7 +159,7 @@ pub async fn cancel(
         .active_job_id
         .filter(|run| supervisor.cancel(run))
         .ok_or_else(|| {
-            ApiError::Conflict(crate::store::Conflict::new(
+            ApiError::Conflict(super::error::Conflict::new(
                 "no_active_run",
                 format!("twin {} has no active run to cancel", twin.id),
             ))
@@ -175,10 +174,10 @@ pub async fn cancel_run(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let run = visible_run(&supervisor.store(), &principal, &path).await?;
+    let run = visible_run(supervisor.twins(), &principal, &path).await?;
     let queued = supervisor.queue_position(&run.id).is_some();
     if !supervisor.cancel(&run.id) {
-        return Err(ApiError::Conflict(crate::store::Conflict::new(
+        return Err(ApiError::Conflict(super::error::Conflict::new(
             "no_active_run",
             format!("run {} is not running ({})", run.id, run.status),
         )));
@@ -203,27 +202,8 @@ fn cancelling(run_id: &RunId, principal: &Principal, queued: bool) -> HttpRespon
 }
 
 /// Loads a run whose twin the caller may see.
-async fn visible_run(
-    store: &Arc<dyn Store>,
-    principal: &Principal,
-    raw_id: &str,
-) -> Result<Run, ApiError> {
-    let not_found = || {
-        ApiError::NotFound(format!(
-            "run '{}' not found",
-            raw_id.chars().take(80).collect::<String>()
-        ))
-    };
-    let id: RunId = raw_id.parse().map_err(|_| not_found())?;
-    let run = run_blocking(store, move |s| s.get_run(&id))
-        .await?
-        .ok_or_else(not_found)?;
-    let twin_id = run.twin_id.clone();
-    let twin = run_blocking(store, move |s| s.get_twin(&twin_id)).await?;
-    match twin {
-        Some(twin) if principal.may_access(&twin.owner) => Ok(run),
-        _ => Err(not_found()),
-    }
+async fn visible_run(twins: &Twins, principal: &Principal, raw_id: &str) -> Result<Run, ApiError> {
+    Ok(twins.visible_run(principal, raw_id).await?)
 }
 
 /// `GET /runs/{id}`; a plan preview's result also shows its monthly cost and the change.
@@ -235,7 +215,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
-    let run = visible_run(&store, &principal, &path).await?;
+    let run = visible_run(supervisor.twins(), &principal, &path).await?;
     let queue_position = supervisor.queue_position(&run.id);
     let planned = match (&run.kind, &run.result) {
         (RunKind::Plan, Some(result)) => Some(result["resources_after"].clone()),
@@ -262,13 +242,13 @@ pub async fn list_for_twin(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
-    let twin = visible_twin(&store, &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     if query.limit.is_none() && query.before.is_none() {
         let runs = run_blocking(&store, move |s| s.list_runs(&twin.id)).await?;
         return Ok(HttpResponse::Ok().json(runs.into_iter().map(RunView::from).collect::<Vec<_>>()));
     }
     let limit = page_limit(query.limit, DEFAULT_RUNS_PAGE)?;
-    let before = before_cursor(&store, &principal, query.before.as_deref()).await?;
+    let before = before_cursor(supervisor.twins(), &principal, query.before.as_deref()).await?;
     if let Some(run) = before.as_ref().filter(|run| run.twin_id != twin.id) {
         return Err(ApiError::Unprocessable(format!(
             "before names run {}, which is not a run of twin {}",
@@ -321,7 +301,7 @@ pub async fn events(
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
-    let run = visible_run(&store, &principal, &path).await?;
+    let run = visible_run(supervisor.twins(), &principal, &path).await?;
     let after = cursor(&req, &query)?;
     // Subscribe before reading the last stored number, so nothing slips between the two.
     let subscription = supervisor.hub().subscribe(&run.id, after);
@@ -362,7 +342,7 @@ pub async fn logs(
     query: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
-    let run = visible_run(&store, &principal, &path).await?;
+    let run = visible_run(supervisor.twins(), &principal, &path).await?;
     let limit = query.limit.unwrap_or(MAX_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::Unprocessable(format!(
@@ -454,7 +434,7 @@ fn parse_statuses(raw: Option<&str>) -> Result<Vec<RunStatus>, ApiError> {
 
 /// The run a `before` cursor names: malformed is a 400, one the caller cannot see a 422.
 async fn before_cursor(
-    store: &Arc<dyn Store>,
+    twins: &Twins,
     principal: &Principal,
     raw: Option<&str>,
 ) -> Result<Option<Run>, ApiError> {
@@ -465,7 +445,7 @@ async fn before_cursor(
             raw.chars().take(80).collect::<String>()
         )));
     }
-    match visible_run(store, principal, raw).await {
+    match visible_run(twins, principal, raw).await {
         Ok(run) => Ok(Some(run)),
         Err(ApiError::NotFound(_)) => Err(ApiError::Unprocessable(format!(
             "before names run {raw}, which is not one of your runs"
@@ -494,7 +474,7 @@ pub async fn list_visible(
     let store = supervisor.store();
     let statuses = parse_statuses(query.status.as_deref())?;
     let limit = page_limit(query.limit, DEFAULT_RUNS_PAGE)?;
-    let before = before_cursor(&store, &principal, query.before.as_deref()).await?;
+    let before = before_cursor(supervisor.twins(), &principal, query.before.as_deref()).await?;
     let rows = run_blocking(&store, move |s| {
         s.list_visible_runs(
             &principal,

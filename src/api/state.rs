@@ -8,11 +8,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::error::Conflict;
 use super::twins::visible_twin;
 use crate::domain::{DeploymentStatus, Principal, Run, RunGrant, RunKind, Twin};
 use crate::runs::Supervisor;
 use crate::state::{mask_outputs, mask_state, Pushed, StateError, StateService, Writer};
-use crate::store::{Conflict, StateVersion};
+use crate::store::StateVersion;
 
 impl From<StateError> for ApiError {
     fn from(err: StateError) -> Self {
@@ -78,7 +79,7 @@ async fn backend_twin(
     principal: &Principal,
     id: &str,
 ) -> Result<Twin, ApiError> {
-    visible_twin(&supervisor.store(), principal, id).await
+    visible_twin(supervisor.twins(), principal, id).await
 }
 
 fn writer(principal: &Principal, grant: Option<&RunGrant>) -> Writer {
@@ -240,7 +241,7 @@ pub async fn state_view(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     let twin_id = twin.id.clone();
     let current = blocking(&state, move |s| s.current(&twin_id)).await?;
     let Some((version, plain)) = current else {
@@ -262,7 +263,7 @@ pub async fn outputs(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     let twin_id = twin.id.clone();
     let current = blocking(&state, move |s| s.current(&twin_id)).await?;
     let outputs = match current {
@@ -282,7 +283,7 @@ pub async fn versions(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     let list = blocking(&state, move |s| s.versions(&twin.id)).await?;
     Ok(HttpResponse::Ok().json(list.iter().map(version_view).collect::<Vec<_>>()))
 }
@@ -295,7 +296,7 @@ pub async fn version_download(
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, number) = path.into_inner();
-    let twin = visible_twin(&supervisor.store(), &principal, &id).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &id).await?;
     let twin_id = twin.id.clone();
     let (_, plain) = blocking(&state, move |s| s.version(&twin_id, number)).await?;
     Ok(HttpResponse::Ok()
@@ -319,7 +320,7 @@ pub async fn force_unlock(
             "only an admin may force-unlock a state".into(),
         ));
     }
-    let twin = visible_twin(&supervisor.store(), &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     let actor = principal.owner.clone();
     let released = blocking(&state, move |s| s.force_unlock(&twin.id, &actor)).await?;
     Ok(HttpResponse::Ok().json(json!({
@@ -396,7 +397,7 @@ pub async fn infrastructure(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
-    let twin = visible_twin(&store, &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     Ok(HttpResponse::Ok().json(status_of(&store, &twin).await?))
 }
 
@@ -409,7 +410,7 @@ pub async fn refresh(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
-    let twin = visible_twin(&store, &principal, &path).await?;
+    let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     let report = supervisor.reconcile(&twin, &principal.owner).await?;
     let twin_id = twin.id.clone();
     let twin = crate::store::run_blocking(&store, move |s| s.get_twin(&twin_id))

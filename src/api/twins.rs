@@ -1,7 +1,6 @@
 //! `/twins`: create, read, change, soft-delete and restore twins; their history and status.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -10,10 +9,11 @@ use serde_json::json;
 use super::error::ApiError;
 use crate::catalog::{template_files, ProviderCatalog};
 use crate::domain::{
-    DeploymentStatus, FilePath, NewTwin, Principal, Provider, Twin, TwinFiles, TwinId, TwinName,
-    TwinUpdate, ValidationError, Variables,
+    DeploymentStatus, FilePath, LockChange, NewTwin, Principal, Provider, StatusMove, Twin,
+    TwinFiles, TwinId, TwinName, TwinUpdate, ValidationError, Variables,
 };
-use crate::store::{run_blocking, LockChange, StatusMove, Store};
+use crate::store::run_blocking;
+use crate::twins::Twins;
 
 /// Request bodies hold raw strings: a well-formed body with a bad value is a 422 that names the
 /// value, not a 400 about JSON.
@@ -83,20 +83,11 @@ fn parse_variables(
 
 /// Loads a twin the caller may see; another owner's twin is as missing as one never made.
 pub async fn visible_twin(
-    store: &Arc<dyn Store>,
+    twins: &Twins,
     principal: &Principal,
     raw_id: &str,
 ) -> Result<Twin, ApiError> {
-    let id: TwinId = raw_id.parse().map_err(|_| {
-        ApiError::NotFound(format!(
-            "twin '{}' not found",
-            raw_id.chars().take(80).collect::<String>()
-        ))
-    })?;
-    let lookup = id.clone();
-    let twin = run_blocking(store, move |s| s.get_twin(&lookup)).await?;
-    twin.filter(|t| principal.may_access(&t.owner))
-        .ok_or_else(|| ApiError::NotFound(format!("twin {id} not found")))
+    Ok(twins.visible(principal, raw_id).await?)
 }
 
 /// Sets the variable `name` to a catalog id given as a field, refusing a different value
@@ -150,7 +141,7 @@ fn configuration(
 }
 
 pub async fn create(
-    state: web::Data<crate::state::StateService>,
+    twins: web::Data<Twins>,
     catalog: web::Data<ProviderCatalog>,
     principal: Principal,
     body: web::Json<CreateTwinRequest>,
@@ -185,13 +176,7 @@ pub async fn create(
         files,
         variables,
     };
-    let state = state.into_inner();
-    let span = tracing::Span::current();
-    let twin = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| state.create_twin(new, &principal.owner))
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let twin = twins.create(new, &principal.owner).await?;
     tracing::info!(twin_id = %twin.id, owner = %twin.owner, "twin created");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/twins/{}", twin.id)))
@@ -199,7 +184,7 @@ pub async fn create(
 }
 
 pub async fn list(
-    store: web::Data<dyn Store>,
+    twins: web::Data<Twins>,
     principal: Principal,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -208,29 +193,26 @@ pub async fn list(
             "only admins may list deleted twins".into(),
         ));
     }
-    let include_deleted = query.include_deleted;
-    let store = store.into_inner();
-    let twins = run_blocking(&store, move |s| s.list_twins(&principal, include_deleted)).await?;
-    Ok(HttpResponse::Ok().json(twins))
+    let listed = twins.list(&principal, query.include_deleted).await?;
+    Ok(HttpResponse::Ok().json(listed))
 }
 
 pub async fn get(
-    store: web::Data<dyn Store>,
+    twins: web::Data<Twins>,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let twin = visible_twin(&store.into_inner(), &principal, &path).await?;
+    let twin = visible_twin(&twins, &principal, &path).await?;
     Ok(HttpResponse::Ok().json(twin))
 }
 
 pub async fn update(
-    store: web::Data<dyn Store>,
+    twins: web::Data<Twins>,
     principal: Principal,
     path: web::Path<String>,
     body: web::Json<UpdateTwinRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = store.into_inner();
-    let twin = visible_twin(&store, &principal, &path).await?;
+    let twin = visible_twin(&twins, &principal, &path).await?;
     let body = body.into_inner();
     let update = TwinUpdate {
         name: body.name.as_deref().map(TwinName::parse).transpose()?,
@@ -242,24 +224,17 @@ pub async fn update(
             "nothing to update: give name, files or variables".into(),
         ));
     }
-    let updated = run_blocking(&store, move |s| {
-        s.update_twin(&twin.id, update, &principal.owner)
-    })
-    .await?;
+    let updated = twins.update(&twin.id, update, &principal.owner).await?;
     Ok(HttpResponse::Ok().json(updated))
 }
 
 pub async fn delete(
-    store: web::Data<dyn Store>,
+    twins: web::Data<Twins>,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = store.into_inner();
-    let twin = visible_twin(&store, &principal, &path).await?;
-    let deleted = run_blocking(&store, move |s| {
-        s.soft_delete_twin(&twin.id, &principal.owner)
-    })
-    .await?;
+    let twin = visible_twin(&twins, &principal, &path).await?;
+    let deleted = twins.soft_delete(&twin.id, &principal.owner).await?;
     Ok(HttpResponse::Ok().json(json!({
         "success": true,
         "twin_id": deleted.id,
@@ -270,29 +245,26 @@ pub async fn delete(
 }
 
 pub async fn restore(
-    store: web::Data<dyn Store>,
+    twins: web::Data<Twins>,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = store.into_inner();
-    let twin = visible_twin(&store, &principal, &path).await?;
-    let restored =
-        run_blocking(&store, move |s| s.restore_twin(&twin.id, &principal.owner)).await?;
+    let twin = visible_twin(&twins, &principal, &path).await?;
+    let restored = twins.restore(&twin.id, &principal.owner).await?;
     Ok(HttpResponse::Ok().json(restored))
 }
 
 /// `GET /twins/{id}/history`: every entry, oldest first; or with `limit` (and `before`, an
 /// entry id) the newest `limit` entries older than `before`, still oldest first.
 pub async fn history(
-    store: web::Data<dyn Store>,
+    twins: web::Data<Twins>,
     principal: Principal,
     path: web::Path<String>,
     query: web::Query<super::runs::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = store.into_inner();
-    let twin = visible_twin(&store, &principal, &path).await?;
+    let twin = visible_twin(&twins, &principal, &path).await?;
     if query.limit.is_none() && query.before.is_none() {
-        let entries = run_blocking(&store, move |s| s.history(&twin.id)).await?;
+        let entries = twins.history(&twin.id).await?;
         return Ok(HttpResponse::Ok().json(entries));
     }
     let limit = super::runs::page_limit(query.limit, super::runs::DEFAULT_RUNS_PAGE)?;
@@ -309,16 +281,19 @@ pub async fn history(
         })
         .transpose()?;
     let twin_id = twin.id.clone();
-    let mut entries =
-        match run_blocking(&store, move |s| s.history_page(&twin_id, before, limit + 1)).await {
-            Ok(entries) => entries,
-            Err(crate::store::StoreError::NotFound(what)) => {
-                return Err(ApiError::Unprocessable(format!(
-                    "before names {what}, which does not exist"
-                )))
-            }
-            Err(other) => return Err(other.into()),
-        };
+    let mut entries = match run_blocking(twins.store(), move |s| {
+        s.history_page(&twin_id, before, limit + 1)
+    })
+    .await
+    {
+        Ok(entries) => entries,
+        Err(crate::store::StoreError::NotFound(what)) => {
+            return Err(ApiError::Unprocessable(format!(
+                "before names {what}, which does not exist"
+            )))
+        }
+        Err(other) => return Err(other.into()),
+    };
     let mut response = HttpResponse::Ok();
     if entries.len() > limit {
         entries.truncate(limit);
@@ -334,13 +309,12 @@ pub async fn history(
 /// after a failed destroy (`destroy_failed -> deployed`); admins may make any move the machine
 /// allows, to repair a twin by hand. Runs make every other move themselves.
 pub async fn set_status(
-    store: web::Data<dyn Store>,
+    twins: web::Data<Twins>,
     principal: Principal,
     path: web::Path<String>,
     body: web::Json<StatusRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = store.into_inner();
-    let twin = visible_twin(&store, &principal, &path).await?;
+    let twin = visible_twin(&twins, &principal, &path).await?;
     let body = body.into_inner();
     let to: DeploymentStatus = body.status.parse()?;
     let keeps_resources = twin.deployment_status == DeploymentStatus::DestroyFailed
@@ -356,6 +330,6 @@ pub async fn set_status(
         reason: Some(body.reason.unwrap_or_else(|| "set by hand".into())),
         lock: LockChange::None,
     };
-    let moved = run_blocking(&store, move |s| s.move_status(&twin.id, change)).await?;
+    let moved = twins.move_status(&twin.id, change).await?;
     Ok(HttpResponse::Ok().json(moved))
 }

@@ -1,6 +1,7 @@
 //! The domain: twins, their names and files, the deployment status machine, and who is asking.
 //! Nothing here knows about HTTP or SQL.
 
+mod changes;
 mod ids;
 mod names;
 mod principal;
@@ -8,6 +9,7 @@ mod run;
 mod status;
 mod twin;
 
+pub use changes::{LockChange, NewHistory, Refusal, StatusMove, TwinChange, TwinEnd};
 pub use ids::{IdError, RunId, TwinId};
 pub use names::{FilePath, TwinName};
 pub use principal::{Principal, RunGrant};

@@ -144,6 +144,10 @@ pub struct Twin {
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
+    /// Bumped by every change: a change decided from this twin is written only while the twin
+    /// is still at this version.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 impl Twin {

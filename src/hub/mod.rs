@@ -16,9 +16,9 @@ use tokio::time::Instant;
 pub use subscription::Subscription;
 use writer::WriterCommand;
 
-use crate::domain::{RunEvent, RunId};
+use crate::domain::{RunEvent, RunId, TwinEnd};
 use crate::metrics::Metrics;
-use crate::store::{RunFinish, SpoolMark, Store, StoreError, StoredEvent};
+use crate::store::{RunFinish, RunProgress, SpoolMark, Store, StoreError, StoredEvent};
 
 /// Live events kept per run for subscribers that are slightly behind; one further behind
 /// reads the store instead.
@@ -112,7 +112,12 @@ impl EventHub {
             .map_err(|_| HubError::WriterStopped)?;
         let stored = stored_event(run_id, *last + 1, event);
         self.writer
-            .send(WriterCommand::Event(stored, Instant::now(), mark))
+            .send(WriterCommand::Event(
+                stored,
+                Instant::now(),
+                mark,
+                progress_of(event),
+            ))
             .map_err(|_| HubError::WriterStopped)?;
         *last += 1;
         Ok(*last)
@@ -125,6 +130,7 @@ impl EventHub {
         &self,
         last_events: &[RunEvent],
         finish: RunFinish,
+        end: TwinEnd,
     ) -> Result<u64, HubError> {
         let run_id = finish.run_id.clone();
         let channel = self
@@ -144,6 +150,7 @@ impl EventHub {
                 .send(WriterCommand::Finish {
                     events,
                     finish: Box::new(finish),
+                    end,
                     reply,
                 })
                 .map_err(|_| HubError::WriterStopped)?;
@@ -193,6 +200,21 @@ impl EventHub {
                 runs.remove(&event.run_id);
             }
         }
+    }
+}
+
+/// What an event says of its run's stage and progress, kept on the run row.
+fn progress_of(event: &RunEvent) -> RunProgress {
+    match event {
+        RunEvent::Stage { stage } => RunProgress {
+            stage: Some(*stage),
+            percent: None,
+        },
+        RunEvent::Progress { percent, .. } => RunProgress {
+            stage: None,
+            percent: Some(*percent),
+        },
+        _ => RunProgress::default(),
     }
 }
 

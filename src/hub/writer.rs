@@ -11,8 +11,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::EventHub;
-use crate::domain::RunId;
-use crate::store::{run_blocking, RunFinish, SpoolMark, Store, StoreError, StoredEvent};
+use crate::clock;
+use crate::domain::{RunId, TwinEnd};
+use crate::store::{
+    run_blocking, RunFinish, RunProgress, SpoolMark, Store, StoreError, StoredEvent,
+};
 
 /// At most this many events per transaction; well under the live buffer, so one batch never
 /// pushes a live reader out of it.
@@ -20,17 +23,20 @@ const MAX_BATCH: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(super) enum WriterCommand {
-    /// An event, when it was published, and how far its run's spool was read with it.
-    Event(StoredEvent, Instant, Option<SpoolMark>),
+    /// An event, when it was published, how far its run's spool was read with it, and what
+    /// it says of the run's stage and progress.
+    Event(StoredEvent, Instant, Option<SpoolMark>, RunProgress),
     Finish {
         events: Vec<StoredEvent>,
         finish: Box<RunFinish>,
+        /// How the run's end moves its twin, decided when it is written.
+        end: TwinEnd,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Flush(oneshot::Sender<()>),
 }
 
-type Timed = (StoredEvent, Option<Instant>, Option<SpoolMark>);
+type Timed = (StoredEvent, Option<Instant>, Option<SpoolMark>, RunProgress);
 
 pub(super) async fn run(
     store: Arc<dyn Store>,
@@ -43,18 +49,22 @@ pub(super) async fn run(
         let mut flushes = Vec::new();
         for command in batch.drain(..) {
             match command {
-                WriterCommand::Event(event, published, mark) => {
-                    events.push((event, Some(published), mark));
+                WriterCommand::Event(event, published, mark, progress) => {
+                    events.push((event, Some(published), mark, progress));
                 }
                 WriterCommand::Flush(reply) => flushes.push(reply),
                 WriterCommand::Finish {
                     events: last,
                     finish,
+                    end,
                     reply,
                 } => {
                     let mut stored = std::mem::take(&mut events);
-                    stored.extend(last.into_iter().map(|event| (event, None, None)));
-                    let result = write(&store, stored, Some(*finish), &hub).await;
+                    stored.extend(
+                        last.into_iter()
+                            .map(|event| (event, None, None, RunProgress::default())),
+                    );
+                    let result = write(&store, stored, Some((*finish, end)), &hub).await;
                     let _ = reply.send(result);
                 }
             }
@@ -70,44 +80,62 @@ pub(super) async fn run(
 }
 
 /// Stores events (and a run's end), retrying with backoff while the store fails, then fans
-/// them out. A conflict on the twin's move (an admin moved the twin under the run) still ends
-/// the run and its stream, without the move.
+/// them out. A run's end moves its twin as the twin is when it is written; if the twin was
+/// moved under the run so that the move is refused (an admin repaired it), the run still ends
+/// and its stream with it, without the move.
 async fn write(
     store: &Arc<dyn Store>,
     events: Vec<Timed>,
-    mut finish: Option<RunFinish>,
+    finish: Option<(RunFinish, TwinEnd)>,
     hub: &Weak<EventHub>,
 ) -> Result<(), StoreError> {
     let rows: Arc<Vec<StoredEvent>> =
-        Arc::new(events.iter().map(|(event, _, _)| event.clone()).collect());
-    // The furthest mark of each run in the batch: its spool was read that far.
+        Arc::new(events.iter().map(|(event, ..)| event.clone()).collect());
+    // The furthest mark, the last stage and percent of each run in the batch.
     let mut furthest: Vec<(RunId, SpoolMark)> = Vec::new();
-    for (event, _, mark) in &events {
-        let Some(mark) = mark else { continue };
-        match furthest.iter_mut().find(|(run, _)| *run == event.run_id) {
-            Some((_, at)) => *at = *mark,
-            None => furthest.push((event.run_id.clone(), *mark)),
+    let mut progress: Vec<(RunId, RunProgress)> = Vec::new();
+    for (event, _, mark, update) in &events {
+        if let Some(mark) = mark {
+            match furthest.iter_mut().find(|(run, _)| *run == event.run_id) {
+                Some((_, at)) => *at = *mark,
+                None => furthest.push((event.run_id.clone(), *mark)),
+            }
+        }
+        if *update != RunProgress::default() {
+            match progress.iter_mut().find(|(run, _)| *run == event.run_id) {
+                Some((_, at)) => {
+                    at.stage = update.stage.or(at.stage);
+                    at.percent = update.percent.or(at.percent);
+                }
+                None => progress.push((event.run_id.clone(), *update)),
+            }
         }
     }
-    let marks = Arc::new(furthest);
+    let (marks, progress) = (Arc::new(furthest), Arc::new(progress));
     let mut delay = Duration::from_millis(50);
     loop {
-        let (batch, attempt, at) = (Arc::clone(&rows), finish.clone(), Arc::clone(&marks));
-        match run_blocking(store, move |s| {
-            s.append_events(&batch, &at, attempt.as_ref())
-        })
-        .await
-        {
-            Ok(()) => break,
-            Err(StoreError::Conflict(conflict))
-                if finish.as_ref().is_some_and(|f| f.twin_move.is_some()) =>
-            {
-                if let Some(finish) = finish.as_mut() {
-                    tracing::error!(run_id = %finish.run_id, %conflict, "run ended but the twin could not move");
-                    finish.twin_move = None;
+        let attempt = match &finish {
+            None => None,
+            Some((finish, end)) => match decide_end(store, finish, end).await {
+                Ok(decided) => Some(decided),
+                Err(err) => {
+                    set_failing(hub, true);
+                    tracing::error!(error = %err, "reading the run's twin failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                    continue;
                 }
-            }
-            Err(err @ StoreError::Conflict(_)) => return Err(err),
+            },
+        };
+        let (batch, at, updates) = (Arc::clone(&rows), Arc::clone(&marks), Arc::clone(&progress));
+        let written = run_blocking(store, move |s| {
+            s.append_events(&batch, &at, &updates, attempt.as_ref())
+        })
+        .await;
+        match written {
+            Ok(true) => break,
+            // The twin changed between the decision and the write: decide again.
+            Ok(false) => continue,
             Err(err) => {
                 set_failing(hub, true);
                 tracing::error!(error = %err, count = rows.len(), "storing run events failed; retrying");
@@ -118,11 +146,31 @@ async fn write(
     }
     set_failing(hub, false);
     if let Some(hub) = hub.upgrade() {
-        for (event, published, _) in events {
+        for (event, published, ..) in events {
             hub.fan_out(Arc::new(event), published);
         }
     }
     Ok(())
+}
+
+/// The run's end with its twin's new row, decided on the twin as it is now.
+async fn decide_end(
+    store: &Arc<dyn Store>,
+    finish: &RunFinish,
+    end: &TwinEnd,
+) -> Result<RunFinish, StoreError> {
+    let twin_id = finish.twin_id.clone();
+    let twin = run_blocking(store, move |s| s.get_twin(&twin_id)).await?;
+    let mut decided = finish.clone();
+    decided.twin = match twin.map(|t| end.decide(&t, &finish.run_id, &clock::now())) {
+        Some(Ok(change)) => change,
+        Some(Err(refusal)) => {
+            tracing::error!(run_id = %finish.run_id, %refusal, "run ended but the twin could not move");
+            None
+        }
+        None => None,
+    };
+    Ok(decided)
 }
 
 fn set_failing(hub: &Weak<EventHub>, failing: bool) {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 pub use cipher::{CipherError, StateCipher};
 
 use crate::clock;
-use crate::domain::{NewTwin, RunId, Twin, TwinId};
+use crate::domain::{NewHistory, NewTwin, RunId, Twin, TwinId};
 use crate::store::{StateLock, StateVersion, Store, StoreError, StoredPlan};
 
 const KEY_CHECK: &str = "state_key_check";
@@ -268,8 +268,13 @@ impl StateService {
 
     /// Creates a twin and its empty first state: every twin has a state to save into from the
     /// start.
-    pub fn create_twin(&self, twin: NewTwin, actor: &str) -> Result<Twin, StateError> {
-        let twin = self.store.create_twin(twin, actor)?;
+    pub fn create_twin(
+        &self,
+        twin: NewTwin,
+        history: &NewHistory,
+        actor: &str,
+    ) -> Result<Twin, StateError> {
+        let twin = self.store.create_twin(twin, history)?;
         self.seed(&twin.id, actor)?;
         Ok(twin)
     }
@@ -484,14 +489,14 @@ impl StateService {
                     "an UNLOCK without lock info is a force-unlock".into(),
                 ));
             }
-            None
+            return self.force_unlock(twin_id, actor).map(|_| ());
         } else {
             let parsed: Value = serde_json::from_slice(info)
                 .map_err(|e| StateError::Invalid(format!("lock info is not valid JSON: {e}")))?;
             parsed["ID"].as_str().map(str::to_owned)
         };
         self.store
-            .release_state_lock(twin_id, lock_id.as_deref(), actor)?
+            .release_state_lock(twin_id, lock_id.as_deref(), None)?
             .map(|_| ())
             .map_err(StateError::Locked)
     }
@@ -532,24 +537,45 @@ impl StateService {
         Ok(Some((plan, bytes)))
     }
 
-    /// Force-releases the lock (an admin's repair); recorded in the twin's history.
+    /// Force-releases the lock (an admin's repair); recorded in the twin's history with the
+    /// released lock's ID and age.
     pub fn force_unlock(
         &self,
         twin_id: &TwinId,
         actor: &str,
     ) -> Result<Option<StateLock>, StateError> {
-        self.store
-            .release_state_lock(twin_id, None, actor)?
-            .map_err(StateError::Locked)
+        loop {
+            let Some(holder) = self.store.state_lock(twin_id)? else {
+                return Ok(None);
+            };
+            let history = NewHistory {
+                action: "state_force_unlocked",
+                from: None,
+                to: None,
+                actor: actor.to_owned(),
+                reason: Some(format!(
+                    "state lock {} force-released (held since {})",
+                    holder.lock_id, holder.created_at
+                )),
+                run_id: None,
+            };
+            // Released, or taken again by someone else meanwhile: then that one is released.
+            if let Ok(Some(released)) =
+                self.store
+                    .release_state_lock(twin_id, Some(&holder.lock_id), Some(&history))?
+            {
+                return Ok(Some(released));
+            }
+        }
     }
 
     /// Lets go of a lock a run's terraform left behind (it was killed before unlocking).
     pub fn release_run_lock(&self, twin_id: &TwinId, run_id: &RunId) -> Result<bool, StateError> {
         match self.store.state_lock(twin_id)? {
             Some(lock) if lock.run_id.as_ref() == Some(run_id) => {
-                let released =
-                    self.store
-                        .release_state_lock(twin_id, Some(&lock.lock_id), "terrastream")?;
+                let released = self
+                    .store
+                    .release_state_lock(twin_id, Some(&lock.lock_id), None)?;
                 Ok(released.is_ok())
             }
             _ => Ok(false),

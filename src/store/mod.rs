@@ -8,21 +8,24 @@ use std::sync::Arc;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, MonitorId, NewTwin, Outcome, Principal, Run, RunGrant, RunId,
-    RunKind, RunStatus, RunStep, Twin, TwinId, TwinUpdate,
+    HistoryEntry, MonitorId, NewHistory, NewTwin, Outcome, Principal, Run, RunGrant, RunId,
+    RunKind, RunStatus, RunStep, Stage, Twin, TwinChange, TwinId,
 };
+pub use crate::domain::{LockChange, StatusMove};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
-    /// The request conflicts with the twin's state or lock.
-    #[error("{0}")]
-    Conflict(Conflict),
+    /// A unique value (a twin's name among its owner's live twins) is taken.
+    #[error("{0} is taken")]
+    Duplicate(String),
     #[error("database connection pool failed: {0}")]
     Pool(#[from] r2d2::Error),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database migration failed: {0}")]
@@ -31,55 +34,11 @@ pub enum StoreError {
     Task(String),
 }
 
-/// Why a change was refused, with a stable code and what a client needs to act on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    pub code: &'static str,
-    pub detail: String,
-    pub status: Option<DeploymentStatus>,
-    pub active_job_id: Option<RunId>,
-}
-
-impl std::fmt::Display for Conflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
-
-impl Conflict {
-    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-            status: None,
-            active_job_id: None,
-        }
-    }
-}
-
-/// What happens to the twin's run lock as part of a status move.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockChange {
-    /// The twin must be unlocked; it stays unlocked.
-    None,
-    /// The twin must be unlocked; the run takes the lock.
-    Acquire(RunId),
-    /// The run must hold the lock; it lets go.
-    Release(RunId),
-    /// The twin must be unlocked and the move allowed; the run takes the lock but the status
-    /// stays as it is until the run starts working (a run waiting in the queue).
-    Reserve(RunId),
-    /// The run must hold the lock (it reserved it); it keeps it.
-    Keep(RunId),
-}
-
-/// A requested status move: compare-and-set against the status machine and the lock.
-#[derive(Debug, Clone)]
-pub struct StatusMove {
-    pub to: DeploymentStatus,
-    pub actor: String,
-    pub reason: Option<String>,
-    pub lock: LockChange,
+/// What a run's events say about its stage and progress, kept on the run row with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunProgress {
+    pub stage: Option<Stage>,
+    pub percent: Option<u8>,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -160,14 +119,9 @@ pub struct RunFinish {
     /// What the run's `terraform output` answered (masked), kept with the run. The twin's own
     /// outputs follow its current state version, not runs.
     pub outputs: Option<serde_json::Value>,
-    /// A successful deploy: the twin's `last_deployed_at` becomes now.
-    pub deployed: bool,
-    /// `None` for runs that do not move the twin, and when the twin was moved under the run
-    /// and it must end without moving it.
-    pub twin_move: Option<StatusMove>,
-    /// A run that ends before it moved the twin (cancelled while it waited for a slot) lets
-    /// go of the lock it reserved, leaving the status as it was.
-    pub release_lock: Option<RunId>,
+    /// The twin's new row (its final move, its lock let go), decided from the twin as it was
+    /// read; `None` for runs that leave the twin as it is.
+    pub twin: Option<TwinChange>,
     /// What a plan or drift check found.
     pub result: Option<serde_json::Value>,
 }
@@ -186,27 +140,21 @@ pub struct StoredPlan {
     pub ciphertext: Vec<u8>,
 }
 
+/// Persistence: SQL only. Every rule (the status machine, who may change what, when) is
+/// decided above, in the domain and the services; a store writes what it is given, a twin's
+/// row only while the twin is still at the version the decision was made from, and answers
+/// typed results.
 pub trait Store: Send + Sync + 'static {
-    fn create_twin(&self, twin: NewTwin, actor: &str) -> StoreResult<Twin>;
+    /// Inserts the twin and its history row; [`StoreError::Duplicate`] when the owner has a
+    /// live twin of that name.
+    fn create_twin(&self, twin: NewTwin, history: &NewHistory) -> StoreResult<Twin>;
     /// Twins visible to `principal` (its own, or all for admins), oldest first.
     fn list_twins(&self, principal: &Principal, include_deleted: bool) -> StoreResult<Vec<Twin>>;
     /// A twin, deleted or not; `None` if it never existed.
     fn get_twin(&self, id: &TwinId) -> StoreResult<Option<Twin>>;
-    fn update_twin(&self, id: &TwinId, update: TwinUpdate, actor: &str) -> StoreResult<Twin>;
-    fn soft_delete_twin(&self, id: &TwinId, actor: &str) -> StoreResult<Twin>;
-    fn restore_twin(&self, id: &TwinId, actor: &str) -> StoreResult<Twin>;
-    /// Moves the twin's status per the status machine in one transaction with its history row.
-    fn move_status(&self, id: &TwinId, change: StatusMove) -> StoreResult<Twin>;
-    /// Sets the status to match reality (a refresh found the twin deployed outside the UI, or
-    /// its resources gone), outside the status machine; the twin must be unlocked. Recorded in
-    /// history as `reconciled`.
-    fn reconcile_status(
-        &self,
-        id: &TwinId,
-        to: DeploymentStatus,
-        actor: &str,
-        reason: &str,
-    ) -> StoreResult<Twin>;
+    /// Writes the twin's new row and its history rows if the twin is still at
+    /// `change.expected_version`; `None` (nothing written) when it has changed meanwhile.
+    fn write_twin(&self, change: &TwinChange) -> StoreResult<Option<Twin>>;
     fn history(&self, id: &TwinId) -> StoreResult<Vec<HistoryEntry>>;
 
     fn insert_token(
@@ -226,9 +174,11 @@ pub trait Store: Send + Sync + 'static {
     /// The session's principal if it exists and has not expired at `now`.
     fn find_session(&self, session_hash: &str, now: &str) -> StoreResult<Option<Principal>>;
     fn delete_session(&self, session_hash: &str) -> StoreResult<()>;
-    /// Creates the run and, for runs that change infrastructure, moves the twin (taking its
-    /// lock) in the same transaction.
-    fn start_run(&self, run: NewRun, change: Option<StatusMove>) -> StoreResult<(Run, Twin)>;
+    /// Creates the run and, with `twin`, writes the twin's new row (its move and lock) in the
+    /// same transaction, if the twin is still at the version it was decided from; `None`
+    /// (nothing written) otherwise.
+    fn start_run(&self, run: NewRun, twin: Option<&TwinChange>)
+        -> StoreResult<Option<(Run, Twin)>>;
     /// The twin's newest finished run of a kind (e.g. its last drift check).
     fn latest_finished_run(&self, twin_id: &TwinId, kind: RunKind) -> StoreResult<Option<Run>>;
     fn insert_plan(&self, plan: &StoredPlan) -> StoreResult<()>;
@@ -248,16 +198,18 @@ pub trait Store: Send + Sync + 'static {
     fn record_monitor(&self, id: &RunId, step: u32, monitor: MonitorId) -> StoreResult<()>;
     /// The deploy applies the kept plan of the preview run `plan`.
     fn set_applies_plan(&self, id: &RunId, plan: &RunId) -> StoreResult<()>;
-    /// Appends events (in sequence order) in one transaction, keeping the run's stage and
-    /// progress in step and each run's spool position at its mark (a mark of a step the run
-    /// has left is ignored); with `finish`, also ends the run and moves the twin in that
-    /// transaction.
+    /// Appends events (in sequence order) in one transaction, with each run's stage and
+    /// progress as its events say and its spool position at its mark (a mark of a step the run
+    /// has left is ignored); with `finish`, also ends the run and writes its twin's new row in
+    /// that transaction. False (nothing written) when the twin is no longer at the version the
+    /// finish was decided from.
     fn append_events(
         &self,
         events: &[StoredEvent],
         marks: &[(RunId, SpoolMark)],
+        progress: &[(RunId, RunProgress)],
         finish: Option<&RunFinish>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// A run's backend credential, by the hash of its secret.
     fn insert_grant(&self, secret_hash: &str, grant: &RunGrant) -> StoreResult<()>;
     fn find_grant(&self, secret_hash: &str) -> StoreResult<Option<RunGrant>>;
@@ -293,13 +245,13 @@ pub trait Store: Send + Sync + 'static {
         twin_id: &TwinId,
         lock: &StateLock,
     ) -> StoreResult<Result<(), StateLock>>;
-    /// Releases the lock held under `lock_id`; `None` force-releases whatever holds it and
-    /// records that in the twin's history. Err(holder) when another id holds it.
+    /// Releases the lock held under `lock_id`, or whatever holds it for `None`; writes
+    /// `history` with it when given. Err(holder) when another id holds it.
     fn release_state_lock(
         &self,
         twin_id: &TwinId,
         lock_id: Option<&str>,
-        actor: &str,
+        history: Option<&NewHistory>,
     ) -> StoreResult<Result<Option<StateLock>, StateLock>>;
     fn meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     fn set_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;

@@ -9,13 +9,13 @@ use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior}
 use rusqlite_migration::{Migrations, M};
 
 use super::{
-    Conflict, LockChange, NewRun, RunFinish, SpoolMark, StateLock, StateVersion, StatusMove, Store,
-    StoreError, StoreResult, StoredEvent, StoredPlan,
+    NewRun, RunFinish, RunProgress, SpoolMark, StateLock, StateVersion, Store, StoreError,
+    StoreResult, StoredEvent, StoredPlan,
 };
 use crate::clock;
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, MonitorId, NewTwin, Principal, Run, RunGrant, RunId, RunKind,
-    RunStatus, RunStep, Twin, TwinId, TwinName, TwinUpdate,
+    DeploymentStatus, HistoryEntry, MonitorId, NewHistory, NewTwin, Principal, Run, RunGrant,
+    RunId, RunKind, RunStatus, RunStep, Twin, TwinChange, TwinId, TwinName,
 };
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -24,10 +24,12 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/003_state.sql")),
     M::up(include_str!("../../migrations/004_plans.sql")).foreign_key_check(),
     M::up(include_str!("../../migrations/005_run_monitor.sql")),
+    M::up(include_str!("../../migrations/006_twin_version.sql")),
 ];
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
-     is_locked, locked_by_run, last_deployed_at, terraform_outputs, created_at, updated_at, deleted_at";
+     is_locked, locked_by_run, last_deployed_at, terraform_outputs, created_at, updated_at, \
+     deleted_at, version";
 
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
@@ -116,6 +118,7 @@ fn twin_from_row(row: &Row<'_>) -> StoreResult<Twin> {
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
         deleted_at: row.get("deleted_at")?,
+        version: row.get("version")?,
     })
 }
 
@@ -151,19 +154,10 @@ fn require_twin(tx: &rusqlite::Connection, id: &TwinId) -> StoreResult<Twin> {
     select_twin(tx, id)?.ok_or_else(|| StoreError::NotFound(format!("twin {id}")))
 }
 
-struct HistoryRow<'a> {
-    action: &'a str,
-    from: Option<DeploymentStatus>,
-    to: Option<DeploymentStatus>,
-    actor: &'a str,
-    reason: Option<&'a str>,
-    run_id: Option<&'a RunId>,
-}
-
 fn insert_history(
     tx: &Transaction<'_>,
     id: &TwinId,
-    row: HistoryRow<'_>,
+    row: &NewHistory,
     at: &str,
 ) -> StoreResult<()> {
     tx.prepare_cached(
@@ -177,59 +171,58 @@ fn insert_history(
         row.to.map(DeploymentStatus::as_str),
         row.actor,
         row.reason,
-        row.run_id.map(RunId::as_str),
+        row.run_id.as_ref().map(RunId::as_str),
         at,
     ])?;
     Ok(())
 }
 
-fn ensure_live(twin: &Twin) -> StoreResult<()> {
-    if twin.is_deleted() {
-        return Err(StoreError::Conflict(Conflict::new(
-            "twin_deleted",
-            format!("twin {} is deleted; restore it first", twin.id),
-        )));
-    }
-    Ok(())
-}
-
-fn ensure_unlocked(twin: &Twin, action: &str) -> StoreResult<()> {
-    if twin.is_locked {
-        let holder = twin
-            .active_job_id
-            .as_ref()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
-        return Err(StoreError::Conflict(Conflict {
-            code: "twin_locked",
-            detail: format!(
-                "twin {} is locked by run {holder}; cannot {action} it now",
-                twin.id
-            ),
-            status: Some(twin.deployment_status),
-            active_job_id: twin.active_job_id.clone(),
-        }));
-    }
-    Ok(())
-}
-
-/// Maps a uniqueness violation on (owner, name) to a conflict a client can act on.
-fn name_taken(err: rusqlite::Error, name: &str) -> StoreError {
+/// A uniqueness violation on (owner, name) as the typed result it is.
+fn duplicate_name(err: rusqlite::Error) -> StoreError {
     match &err {
         rusqlite::Error::SqliteFailure(e, Some(msg))
             if e.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("twins.name") =>
         {
-            StoreError::Conflict(Conflict::new(
-                "name_taken",
-                format!("you already have a twin named '{name}'"),
-            ))
+            StoreError::Duplicate("the twin name".into())
         }
         _ => StoreError::Sqlite(err),
     }
 }
 
+/// The twin's new row and its history, if the twin is still at the expected version.
+fn write_twin_row(tx: &Transaction<'_>, change: &TwinChange) -> StoreResult<Option<Twin>> {
+    let written = tx
+        .prepare_cached(
+            "UPDATE twins SET name = ?3, files = ?4, variables = ?5, deployment_status = ?6,
+                    is_locked = ?7, locked_by_run = ?8, deleted_at = ?9, last_deployed_at = ?10,
+                    updated_at = ?11, version = version + 1
+             WHERE id = ?1 AND version = ?2",
+        )?
+        .execute(params![
+            change.id.as_str(),
+            change.expected_version,
+            change.name.as_str(),
+            to_json(&change.files)?,
+            to_json(&change.variables)?,
+            change.status.as_str(),
+            change.locked_by.is_some(),
+            change.locked_by.as_ref().map(RunId::as_str),
+            change.deleted_at,
+            change.last_deployed_at,
+            change.updated_at,
+        ])
+        .map_err(duplicate_name)?;
+    if written == 0 {
+        return Ok(None);
+    }
+    for row in &change.history {
+        insert_history(tx, &change.id, row, &change.updated_at)?;
+    }
+    select_twin(tx, &change.id)
+}
+
 impl Store for SqliteStore {
-    fn create_twin(&self, twin: NewTwin, actor: &str) -> StoreResult<Twin> {
+    fn create_twin(&self, twin: NewTwin, history: &NewHistory) -> StoreResult<Twin> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = clock::now();
@@ -246,16 +239,8 @@ impl Store for SqliteStore {
                 now,
             ],
         )
-        .map_err(|e| name_taken(e, twin.name.as_str()))?;
-        let row = HistoryRow {
-            action: "created",
-            from: None,
-            to: Some(DeploymentStatus::Draft),
-            actor,
-            reason: None,
-            run_id: None,
-        };
-        insert_history(&tx, &twin.id, row, &now)?;
+        .map_err(duplicate_name)?;
+        insert_history(&tx, &twin.id, history, &now)?;
         let created = require_twin(&tx, &twin.id)?;
         tx.commit()?;
         Ok(created)
@@ -286,149 +271,14 @@ impl Store for SqliteStore {
         select_twin(&conn, id)
     }
 
-    fn update_twin(&self, id: &TwinId, update: TwinUpdate, actor: &str) -> StoreResult<Twin> {
+    fn write_twin(&self, change: &TwinChange) -> StoreResult<Option<Twin>> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = require_twin(&tx, id)?;
-        ensure_live(&current)?;
-        ensure_unlocked(&current, "update")?;
-        let name = update.name.unwrap_or(current.name);
-        let files = update.files.unwrap_or(current.files);
-        let variables = update.variables.unwrap_or(current.variables);
-        let now = clock::now();
-        tx.execute(
-            "UPDATE twins SET name = ?2, files = ?3, variables = ?4, updated_at = ?5 WHERE id = ?1",
-            params![
-                id.as_str(),
-                name.as_str(),
-                to_json(&files)?,
-                to_json(&variables)?,
-                now
-            ],
-        )
-        .map_err(|e| name_taken(e, name.as_str()))?;
-        let row = HistoryRow {
-            action: "updated",
-            from: None,
-            to: None,
-            actor,
-            reason: Some("configuration changed"),
-            run_id: None,
-        };
-        insert_history(&tx, id, row, &now)?;
-        let updated = require_twin(&tx, id)?;
-        tx.commit()?;
-        Ok(updated)
-    }
-
-    fn soft_delete_twin(&self, id: &TwinId, actor: &str) -> StoreResult<Twin> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = require_twin(&tx, id)?;
-        if current.is_deleted() {
-            return Err(StoreError::Conflict(Conflict::new(
-                "already_deleted",
-                format!("twin {id} is already deleted"),
-            )));
+        let written = write_twin_row(&tx, change)?;
+        if written.is_some() {
+            tx.commit()?;
         }
-        ensure_unlocked(&current, "delete")?;
-        if current.deployment_status.may_own_resources() {
-            return Err(StoreError::Conflict(Conflict {
-                code: "resources_deployed",
-                detail: format!(
-                    "twin {id} is {} and may still own cloud resources; destroy it first",
-                    current.deployment_status
-                ),
-                status: Some(current.deployment_status),
-                active_job_id: None,
-            }));
-        }
-        let now = clock::now();
-        tx.execute(
-            "UPDATE twins SET deleted_at = ?2, updated_at = ?2 WHERE id = ?1",
-            params![id.as_str(), now],
-        )?;
-        let row = HistoryRow {
-            action: "deleted",
-            from: None,
-            to: None,
-            actor,
-            reason: None,
-            run_id: None,
-        };
-        insert_history(&tx, id, row, &now)?;
-        let deleted = require_twin(&tx, id)?;
-        tx.commit()?;
-        Ok(deleted)
-    }
-
-    fn restore_twin(&self, id: &TwinId, actor: &str) -> StoreResult<Twin> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = require_twin(&tx, id)?;
-        if !current.is_deleted() {
-            return Err(StoreError::Conflict(Conflict::new(
-                "not_deleted",
-                format!("twin {id} is not deleted"),
-            )));
-        }
-        let now = clock::now();
-        tx.execute(
-            "UPDATE twins SET deleted_at = NULL, updated_at = ?2 WHERE id = ?1",
-            params![id.as_str(), now],
-        )
-        .map_err(|e| name_taken(e, current.name.as_str()))?;
-        let row = HistoryRow {
-            action: "restored",
-            from: None,
-            to: None,
-            actor,
-            reason: None,
-            run_id: None,
-        };
-        insert_history(&tx, id, row, &now)?;
-        let restored = require_twin(&tx, id)?;
-        tx.commit()?;
-        Ok(restored)
-    }
-
-    fn move_status(&self, id: &TwinId, change: StatusMove) -> StoreResult<Twin> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let moved = apply_move(&tx, id, &change, None)?;
-        tx.commit()?;
-        Ok(moved)
-    }
-
-    fn reconcile_status(
-        &self,
-        id: &TwinId,
-        to: DeploymentStatus,
-        actor: &str,
-        reason: &str,
-    ) -> StoreResult<Twin> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = require_twin(&tx, id)?;
-        ensure_live(&current)?;
-        ensure_unlocked(&current, "reconcile")?;
-        let now = clock::now();
-        tx.execute(
-            "UPDATE twins SET deployment_status = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id.as_str(), to.as_str(), now],
-        )?;
-        let row = HistoryRow {
-            action: "reconciled",
-            from: Some(current.deployment_status),
-            to: Some(to),
-            actor,
-            reason: Some(reason),
-            run_id: None,
-        };
-        insert_history(&tx, id, row, &now)?;
-        let moved = require_twin(&tx, id)?;
-        tx.commit()?;
-        Ok(moved)
+        Ok(written)
     }
 
     fn history(&self, id: &TwinId) -> StoreResult<Vec<HistoryEntry>> {
@@ -520,16 +370,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn start_run(&self, run: NewRun, change: Option<StatusMove>) -> StoreResult<(Run, Twin)> {
+    fn start_run(
+        &self,
+        run: NewRun,
+        twin: Option<&TwinChange>,
+    ) -> StoreResult<Option<(Run, Twin)>> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let twin = match &change {
-            Some(change) => apply_move(&tx, &run.twin_id, change, Some(&run.id))?,
-            None => {
-                let twin = require_twin(&tx, &run.twin_id)?;
-                ensure_live(&twin)?;
-                twin
-            }
+        let twin = match twin {
+            Some(change) => match write_twin_row(&tx, change)? {
+                Some(twin) => twin,
+                None => return Ok(None),
+            },
+            None => require_twin(&tx, &run.twin_id)?,
         };
         let now = clock::now();
         tx.execute(
@@ -545,7 +398,7 @@ impl Store for SqliteStore {
         )?;
         let stored = select_run(&tx, &run.id)?.ok_or_else(|| corrupt("run vanished"))?;
         tx.commit()?;
-        Ok((stored, twin))
+        Ok(Some((stored, twin)))
     }
 
     fn get_run(&self, id: &RunId) -> StoreResult<Option<Run>> {
@@ -693,8 +546,9 @@ impl Store for SqliteStore {
         &self,
         events: &[StoredEvent],
         marks: &[(RunId, SpoolMark)],
+        progress: &[(RunId, RunProgress)],
         finish: Option<&RunFinish>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
@@ -704,7 +558,6 @@ impl Store for SqliteStore {
             for event in events {
                 let seq = i64::try_from(event.seq).map_err(corrupt)?;
                 insert.execute(params![event.run_id.as_str(), seq, event.event, event.data])?;
-                track_run_state(&tx, event)?;
             }
             let mut mark = tx.prepare_cached(
                 "UPDATE runs SET spool_offset = ?3 WHERE id = ?1 AND step_index = ?2",
@@ -713,12 +566,24 @@ impl Store for SqliteStore {
                 let offset = i64::try_from(at.offset).map_err(corrupt)?;
                 mark.execute(params![run_id.as_str(), at.step, offset])?;
             }
+            let mut stage = tx.prepare_cached("UPDATE runs SET stage = ?2 WHERE id = ?1")?;
+            let mut percent = tx.prepare_cached("UPDATE runs SET progress = ?2 WHERE id = ?1")?;
+            for (run_id, update) in progress {
+                if let Some(to) = update.stage {
+                    stage.execute(params![run_id.as_str(), to.as_str()])?;
+                }
+                if let Some(to) = update.percent {
+                    percent.execute(params![run_id.as_str(), to.min(100)])?;
+                }
+            }
         }
         if let Some(finish) = finish {
-            finish_run(&tx, finish)?;
+            if !finish_run(&tx, finish)? {
+                return Ok(false);
+            }
         }
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     fn insert_grant(&self, secret_hash: &str, grant: &RunGrant) -> StoreResult<()> {
@@ -836,6 +701,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Version n+1 exists only if version n was the newest: the primary key makes a racing
+        // writer's insert a no-op, and a stale expectation one too.
         let newest: i64 = tx.query_row(
             "SELECT COALESCE(MAX(version), 0) FROM state_versions WHERE twin_id = ?1",
             params![v.twin_id.as_str()],
@@ -844,9 +711,10 @@ impl Store for SqliteStore {
         if newest != expected_previous {
             return Ok(false);
         }
-        tx.execute(
+        let inserted = tx.execute(
             "INSERT INTO state_versions (twin_id, version, serial, lineage, md5, size, resource_count, run_id, actor, created_at, ciphertext)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (twin_id, version) DO NOTHING",
             params![
                 v.twin_id.as_str(),
                 v.version,
@@ -861,6 +729,9 @@ impl Store for SqliteStore {
                 v.ciphertext,
             ],
         )?;
+        if inserted == 0 {
+            return Ok(false);
+        }
         tx.execute(
             "UPDATE twins SET terraform_outputs = ?2 WHERE id = ?1",
             params![v.twin_id.as_str(), twin_outputs.map(to_json).transpose()?],
@@ -881,15 +752,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<Result<(), StateLock>> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(holder) = select_state_lock(&tx, twin_id)? {
-            return Ok(if holder.lock_id == lock.lock_id {
-                Ok(())
-            } else {
-                Err(holder)
-            });
-        }
-        tx.execute(
-            "INSERT INTO state_locks (twin_id, lock_id, info, run_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        let inserted = tx.execute(
+            "INSERT INTO state_locks (twin_id, lock_id, info, run_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (twin_id) DO NOTHING",
             params![
                 twin_id.as_str(),
                 lock.lock_id,
@@ -898,15 +763,24 @@ impl Store for SqliteStore {
                 lock.created_at
             ],
         )?;
+        let answer = if inserted == 1 {
+            Ok(())
+        } else {
+            match select_state_lock(&tx, twin_id)? {
+                Some(holder) if holder.lock_id == lock.lock_id => Ok(()),
+                Some(holder) => Err(holder),
+                None => Ok(()),
+            }
+        };
         tx.commit()?;
-        Ok(Ok(()))
+        Ok(answer)
     }
 
     fn release_state_lock(
         &self,
         twin_id: &TwinId,
         lock_id: Option<&str>,
-        actor: &str,
+        history: Option<&NewHistory>,
     ) -> StoreResult<Result<Option<StateLock>, StateLock>> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -917,22 +791,10 @@ impl Store for SqliteStore {
             return Ok(Err(holder));
         }
         tx.execute(
-            "DELETE FROM state_locks WHERE twin_id = ?1",
-            params![twin_id.as_str()],
+            "DELETE FROM state_locks WHERE twin_id = ?1 AND lock_id = ?2",
+            params![twin_id.as_str(), holder.lock_id],
         )?;
-        if lock_id.is_none() {
-            let reason = format!(
-                "state lock {} force-released (held since {})",
-                holder.lock_id, holder.created_at
-            );
-            let row = HistoryRow {
-                action: "state_force_unlocked",
-                from: None,
-                to: None,
-                actor,
-                reason: Some(&reason),
-                run_id: None,
-            };
+        if let Some(row) = history {
             insert_history(&tx, twin_id, row, &clock::now())?;
         }
         tx.commit()?;
@@ -1060,79 +922,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// The status move as a compare-and-set inside the caller's transaction: the status must be one
-/// the machine allows and the lock must be as `change.lock` expects. Writes the history row.
-fn apply_move(
-    tx: &Transaction<'_>,
-    id: &TwinId,
-    change: &StatusMove,
-    run_id: Option<&RunId>,
-) -> StoreResult<Twin> {
-    let sources = DeploymentStatus::allowed_sources(change.to);
-    let sources_json = to_json(&sources.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
-    let now = clock::now();
-    let (lock_guard, new_locked, new_holder, holder_param) = match &change.lock {
-        LockChange::None => ("is_locked = 0", false, None, None),
-        LockChange::Acquire(run) | LockChange::Reserve(run) => {
-            ("is_locked = 0", true, Some(run.as_str()), None)
-        }
-        LockChange::Release(run) => ("locked_by_run = ?6", false, None, Some(run.as_str())),
-        LockChange::Keep(run) => (
-            "locked_by_run = ?6",
-            true,
-            Some(run.as_str()),
-            Some(run.as_str()),
-        ),
-    };
-    let run_id = run_id.or(match &change.lock {
-        LockChange::Acquire(run)
-        | LockChange::Release(run)
-        | LockChange::Reserve(run)
-        | LockChange::Keep(run) => Some(run),
-        LockChange::None => None,
-    });
-    let previous = require_twin(tx, id)?;
-    // A reservation checks the move and takes the lock; the status itself moves later.
-    let status = match &change.lock {
-        LockChange::Reserve(_) => previous.deployment_status,
-        _ => change.to,
-    };
-    let sql = format!(
-        "UPDATE twins SET deployment_status = ?2, is_locked = ?3, locked_by_run = ?4, updated_at = ?5
-         WHERE id = ?1 AND deleted_at IS NULL
-           AND deployment_status IN (SELECT value FROM json_each(?7))
-           AND {lock_guard}"
-    );
-    let changed = tx.execute(
-        &sql,
-        params![
-            id.as_str(),
-            status.as_str(),
-            new_locked,
-            new_holder,
-            now,
-            holder_param,
-            sources_json
-        ],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::Conflict(refusal(&previous, change)));
-    }
-    if matches!(change.lock, LockChange::Reserve(_)) {
-        return require_twin(tx, id);
-    }
-    let row = HistoryRow {
-        action: "status_changed",
-        from: Some(previous.deployment_status),
-        to: Some(change.to),
-        actor: &change.actor,
-        reason: change.reason.as_deref(),
-        run_id,
-    };
-    insert_history(tx, id, row, &now)?;
-    require_twin(tx, id)
-}
-
 const RUN_COLUMNS: &str =
     "id, twin_id, kind, status, stage, progress, actor, created_at, start_time, \
      end_time, exit_code, error, message, outputs, result, step_index, step_name, step_dir, \
@@ -1207,28 +996,15 @@ fn select_run(conn: &rusqlite::Connection, id: &RunId) -> StoreResult<Option<Run
     }
 }
 
-/// Keeps `runs.stage` and `runs.progress` in step with the events that announce them.
-fn track_run_state(tx: &Transaction<'_>, event: &StoredEvent) -> StoreResult<()> {
-    let field = match event.event.as_str() {
-        "stage" => "stage",
-        "progress" => "percent",
-        _ => return Ok(()),
-    };
-    let data: serde_json::Value = serde_json::from_str(&event.data).map_err(corrupt)?;
-    if field == "stage" {
-        if let Some(stage) = data["stage"].as_str() {
-            tx.prepare_cached("UPDATE runs SET stage = ?2 WHERE id = ?1")?
-                .execute(params![event.run_id.as_str(), stage])?;
-        }
-    } else if let Some(percent) = data["percent"].as_i64() {
-        tx.prepare_cached("UPDATE runs SET progress = ?2 WHERE id = ?1")?
-            .execute(params![event.run_id.as_str(), percent.clamp(0, 100)])?;
-    }
-    Ok(())
-}
-
-fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<()> {
+/// The run's end and its twin's new row; false when the twin has changed since the end was
+/// decided (the caller decides again).
+fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<bool> {
     let now = clock::now();
+    if let Some(change) = &finish.twin {
+        if write_twin_row(tx, change)?.is_none() {
+            return Ok(false);
+        }
+    }
     let outputs_json = finish.outputs.as_ref().map(to_json).transpose()?;
     tx.execute(
         "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, message = ?5, outputs = ?6,
@@ -1246,23 +1022,7 @@ fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<()> {
             finish.result.as_ref().map(to_json).transpose()?,
         ],
     )?;
-    if let Some(change) = &finish.twin_move {
-        apply_move(tx, &finish.twin_id, change, Some(&finish.run_id))?;
-    }
-    if let Some(run) = &finish.release_lock {
-        tx.execute(
-            "UPDATE twins SET is_locked = 0, locked_by_run = NULL, updated_at = ?3
-             WHERE id = ?1 AND locked_by_run = ?2",
-            params![finish.twin_id.as_str(), run.as_str(), now],
-        )?;
-    }
-    if finish.deployed {
-        tx.execute(
-            "UPDATE twins SET last_deployed_at = ?2 WHERE id = ?1",
-            params![finish.twin_id.as_str(), now],
-        )?;
-    }
-    Ok(())
+    Ok(true)
 }
 
 const STATE_COLUMNS: &str =
@@ -1329,51 +1089,4 @@ fn select_state_lock(
         })
     })
     .transpose()
-}
-
-/// Explains why a compare-and-set status move matched no row.
-fn refusal(current: &Twin, change: &StatusMove) -> Conflict {
-    let id = &current.id;
-    if current.is_deleted() {
-        return Conflict::new(
-            "twin_deleted",
-            format!("twin {id} is deleted; restore it first"),
-        );
-    }
-    let lock_mismatch = match &change.lock {
-        LockChange::None | LockChange::Acquire(_) | LockChange::Reserve(_) => current.is_locked,
-        LockChange::Release(run) | LockChange::Keep(run) => {
-            current.active_job_id.as_ref() != Some(run)
-        }
-    };
-    if lock_mismatch && current.is_locked {
-        let holder = current
-            .active_job_id
-            .as_ref()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
-        return Conflict {
-            code: "twin_locked",
-            detail: format!("twin {id} is locked by run {holder}"),
-            status: Some(current.deployment_status),
-            active_job_id: current.active_job_id.clone(),
-        };
-    }
-    if lock_mismatch {
-        return Conflict {
-            code: "lock_not_held",
-            detail: format!("twin {id} is not locked by this run"),
-            status: Some(current.deployment_status),
-            active_job_id: None,
-        };
-    }
-    Conflict {
-        code: "invalid_transition",
-        detail: format!(
-            "twin {id} cannot move from {} to {}",
-            current.deployment_status, change.to
-        ),
-        status: Some(current.deployment_status),
-        active_job_id: None,
-    }
 }

@@ -131,10 +131,19 @@ impl TestApp {
             reason: Some("locked by a test".into()),
             lock: LockChange::Acquire(run.clone()),
         };
-        let twin: Twin = self
-            .store()
-            .move_status(&id, change)
-            .expect("cannot lock the twin");
+        // As the twins service does it: the domain decides, the store writes.
+        let store = self.store();
+        let current = store
+            .get_twin(&id)
+            .expect("cannot read the twin")
+            .expect("no such twin");
+        let decided = current
+            .moved(&change, None, &terrastream::clock::now())
+            .expect("the twin cannot be locked");
+        let twin: Twin = store
+            .write_twin(&decided)
+            .expect("cannot lock the twin")
+            .expect("the twin changed meanwhile");
         assert!(twin.is_locked);
         run
     }

@@ -18,7 +18,7 @@ fn record_run(app: &TestApp, twin_id: &str) -> String {
         kind: RunKind::Plan,
         actor: "recorder".into(),
     };
-    let (run, _) = app.store().start_run(run, None).unwrap();
+    let (run, _) = app.store().start_run(run, None).unwrap().unwrap();
     run.id.to_string()
 }
 

@@ -31,12 +31,14 @@ use super::workspace::{self, Workspace};
 use crate::auth::RunGrants;
 use crate::config::Settings;
 use crate::domain::{
-    DeploymentStatus, Outcome, Run, RunEvent, RunGrant, RunId, RunKind, RunStep, Stage, Twin,
+    DeploymentStatus, LockChange, Outcome, Run, RunEvent, RunGrant, RunId, RunKind, RunStep, Stage,
+    StatusMove, Twin, TwinEnd,
 };
 use crate::hub::{EventHub, HubError};
 use crate::metrics::Metrics;
 use crate::state::StateService;
-use crate::store::{run_blocking, LockChange, NewRun, RunFinish, StatusMove, Store, StoreError};
+use crate::store::{run_blocking, NewRun, RunFinish, Store, StoreError};
+use crate::twins::{TwinError, Twins};
 
 pub use recovery::RecoveryReport;
 
@@ -48,6 +50,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Hub(#[from] HubError),
+    #[error(transparent)]
+    Twin(#[from] TwinError),
     #[error("the gateway is shutting down and starts no new runs")]
     ShuttingDown,
 }
@@ -125,6 +129,8 @@ pub struct SupervisorParts {
     pub metrics: Arc<Metrics>,
     /// How every terraform process is isolated (checked at start).
     pub isolation: Isolation,
+    /// The one way twins change.
+    pub twins: Arc<Twins>,
 }
 
 pub struct Supervisor {
@@ -214,6 +220,10 @@ impl Supervisor {
         Arc::clone(&self.parts.store)
     }
 
+    pub fn twins(&self) -> &Twins {
+        &self.parts.twins
+    }
+
     /// `terraform validate` of a twin, by the same process owner as runs: at most as many at
     /// once as runs may work, tracked so a shutdown waits for (and stops) them.
     pub async fn validate(
@@ -280,8 +290,7 @@ impl Supervisor {
             kind,
             actor: actor.to_owned(),
         };
-        let (run, twin) =
-            run_blocking(&self.parts.store, move |s| s.start_run(new, change)).await?;
+        let (run, twin) = self.parts.twins.start_run(new, change).await?;
         self.parts.hub.open_run(&run.id, 0);
         self.launch(run.clone(), twin, slot, None);
         Ok(run)
@@ -384,8 +393,9 @@ impl Supervisor {
                     reason: Some(format!("{} started", run.kind)),
                     lock: LockChange::Keep(run.id.clone()),
                 };
-                let twin_id = twin.id.clone();
-                run_blocking(&self.parts.store, move |s| s.move_status(&twin_id, change))
+                self.parts
+                    .twins
+                    .move_status(&twin.id, change)
                     .await
                     .map_err(|e| {
                         Stop::Unstarted(Some(format!("the twin could not start it: {e}")))
@@ -649,18 +659,17 @@ impl Supervisor {
                 reason: Some(message.clone()),
                 lock: LockChange::Release(run.id.clone()),
             });
-        let release_lock = (!moved && run.kind.changes_infrastructure()).then(|| run.id.clone());
+        let release = (!moved && run.kind.changes_infrastructure()).then(|| run.id.clone());
         // Runs that move nothing report the twin's status as it is.
         let twin_status = match &twin_move {
             Some(change) => Some(change.to),
-            None => {
-                let twin_id = run.twin_id.clone();
-                run_blocking(&self.parts.store, move |s| s.get_twin(&twin_id))
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|twin| twin.deployment_status)
-            }
+            None => self
+                .parts
+                .twins
+                .get(&run.twin_id)
+                .await
+                .ok()
+                .map(|twin| twin.deployment_status),
         };
         let finish = RunFinish {
             run_id: run.id.clone(),
@@ -670,10 +679,13 @@ impl Supervisor {
             error: error.clone(),
             message,
             outputs,
-            deployed,
-            twin_move: twin_move.clone(),
-            release_lock,
+            twin: None,
             result,
+        };
+        let end = TwinEnd {
+            twin_move: twin_move.clone(),
+            release,
+            deployed,
         };
         let mut last = Vec::with_capacity(2);
         if let Some(change) = &twin_move {
@@ -687,7 +699,7 @@ impl Supervisor {
             twin_status,
             error,
         });
-        if let Err(err) = self.parts.hub.finish(&last, finish).await {
+        if let Err(err) = self.parts.hub.finish(&last, finish, end).await {
             tracing::error!(run_id = %run.id, %err, "could not record the end of the run");
         }
         self.parts

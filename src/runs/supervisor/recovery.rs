@@ -279,7 +279,7 @@ impl Supervisor {
                         )),
                         lock: LockChange::Release(release),
                     };
-                    run_blocking(store, move |s| s.move_status(&twin_id, change)).await?;
+                    self.parts.twins.move_status(&twin_id, change).await?;
                 }
             }
             changes.push(format!(
@@ -312,11 +312,10 @@ impl Supervisor {
                 "refresh: the stored state holds {resources} resources but the twin was {}",
                 twin.deployment_status
             );
-            let (twin_id, actor_owned, why) = (twin.id.clone(), actor.to_owned(), reason.clone());
-            run_blocking(store, move |s| {
-                s.reconcile_status(&twin_id, to, &actor_owned, &why)
-            })
-            .await?;
+            self.parts
+                .twins
+                .reconcile(&twin.id, to, actor, &reason)
+                .await?;
             changes.push(format!(
                 "moved from {} to {to}: {reason}",
                 twin.deployment_status
