@@ -35,12 +35,16 @@ pub(super) async fn plan_cost(
     state: Arc<StateService>,
     book: &PriceBook,
     twin: &crate::domain::Twin,
-    resources_after: &Value,
+    resources_after: &[crate::domain::PlannedResource],
 ) -> Result<Value, ApiError> {
     let (_, current) = state_resources(state, twin.id.clone()).await?;
     let region = twin.variables.get("region").and_then(Value::as_str);
     let now = costs::estimate(book, &current, region);
-    let after = costs::estimate(book, &costs::resources_from_list(resources_after), region);
+    let after = costs::estimate(
+        book,
+        &costs::resources_from_planned(resources_after),
+        region,
+    );
     let change = costs::delta(&now, &after);
     Ok(json!({
         "monthly_total": after.costs.total,
@@ -64,12 +68,9 @@ pub async fn twin_costs(
         Some((stored, _, _)) => {
             let run_id = stored.run_id.clone();
             let run = run_blocking(&store, move |s| s.get_run(&run_id)).await?;
-            run.and_then(|r| r.result).map(|result| {
-                (
-                    stored.run_id,
-                    costs::resources_from_list(&result["resources_after"]),
-                )
-            })
+            run.and_then(|r| r.result)
+                .and_then(|result| result.resources_after)
+                .map(|after| (stored.run_id, costs::resources_from_planned(&after)))
         }
         None => None,
     };

@@ -108,9 +108,10 @@ pub async fn validate(
 fn run_result(
     message: Option<String>,
     outputs: Option<serde_json::Value>,
-    found: Option<serde_json::Value>,
+    found: Option<crate::domain::RunResult>,
 ) -> serde_json::Value {
     let mut result = json!({ "message": message, "outputs": outputs });
+    let found = found.and_then(|found| serde_json::to_value(found).ok());
     if let Some(serde_json::Value::Object(found)) = found {
         for (key, value) in found {
             result[key] = value;
@@ -218,7 +219,7 @@ pub async fn get(
     let run = visible_run(supervisor.twins(), &principal, &path).await?;
     let queue_position = supervisor.queue_position(&run.id);
     let planned = match (&run.kind, &run.result) {
-        (RunKind::Plan, Some(result)) => Some(result["resources_after"].clone()),
+        (RunKind::Plan, Some(result)) => result.resources_after.clone(),
         _ => None,
     };
     let twin_id = run.twin_id.clone();

@@ -343,13 +343,13 @@ pub fn infrastructure_status(
         let drifted = run
             .result
             .as_ref()
-            .map(|r| r["drifted"].clone())
-            .unwrap_or(json!([]));
+            .and_then(|r| r.drifted.clone())
+            .unwrap_or_default();
         json!({
             "job_id": run.id,
             "checked_at": run.end_time,
             "outcome": run.status.outcome(),
-            "drifted_count": drifted.as_array().map_or(0, Vec::len),
+            "drifted_count": drifted.len(),
             "drifted": drifted,
         })
     });

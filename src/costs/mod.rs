@@ -1,6 +1,6 @@
 //! Cost estimates: a list of resources priced with a [`PriceBook`]. Pure functions, fed from
 //! a terraform state ([`resources_from_state`]), a plan ([`resources_from_plan`]) or a plan
-//! run's result ([`resources_from_list`]); a type the book does not know is listed as
+//! run's result ([`resources_from_planned`]); a type the book does not know is listed as
 //! unpriced, never guessed.
 
 mod book;
@@ -8,6 +8,7 @@ mod book;
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub};
 
+use crate::domain::PlannedResource;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
@@ -285,17 +286,11 @@ pub fn resources_from_state(state: &Value) -> Vec<ResourceUse> {
         .collect()
 }
 
-/// Resources listed as `[{"address", "type", "attributes"}]`, as a plan run keeps them in its
-/// `result.resources_after`.
-pub fn resources_from_list(list: &Value) -> Vec<ResourceUse> {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|item| {
-            let address = item["address"].as_str()?;
-            let kind = item["type"].as_str()?;
-            Some(ResourceUse::new(address, kind, item["attributes"].clone()))
-        })
+/// The resources a plan run keeps in its `result.resources_after`.
+pub fn resources_from_planned(planned: &[PlannedResource]) -> Vec<ResourceUse> {
+    planned
+        .iter()
+        .map(|item| ResourceUse::new(&item.address, &item.resource_type, item.attributes.clone()))
         .collect()
 }
 

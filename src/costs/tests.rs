@@ -298,17 +298,17 @@ fn the_bundled_book_prices_the_demo_without_unpriced_resources() {
 
 #[test]
 fn a_plan_run_result_lists_resources_with_their_attributes() {
-    let list = json!([
+    let planned: Vec<crate::domain::PlannedResource> = serde_json::from_value(json!([
         { "address": "sandbox_resource.iot_hub", "type": "sandbox_resource",
           "actions": ["no-op"], "attributes": { "kind": "iot_hub", "secret": "********" } },
         { "address": "aws_db_instance.main", "type": "aws_db_instance",
           "actions": ["create"], "attributes": { "region": "eu-central-1" } },
-        { "address": "broken" },
-    ]);
-    let resources = resources_from_list(&list);
+    ]))
+    .unwrap_or_default();
+    let resources = resources_from_planned(&planned);
     assert_eq!(resources.len(), 2);
     let estimate = estimate(&book(), &resources, None);
     assert_eq!(estimate.costs.networking, cents(1234));
     assert_eq!(estimate.costs.database, cents(11_000));
-    assert!(resources_from_list(&json!(null)).is_empty());
+    assert!(resources_from_planned(&[]).is_empty());
 }

@@ -13,7 +13,10 @@ pub use changes::{LockChange, NewHistory, Refusal, StatusMove, TwinChange, TwinE
 pub use ids::{IdError, RunId, TwinId};
 pub use names::{FilePath, TwinName};
 pub use principal::{Principal, RunGrant};
-pub use run::{LogStream, MonitorId, Outcome, Run, RunEvent, RunKind, RunStatus, RunStep, Stage};
+pub use run::{
+    ChangeSummary, LogStream, MonitorId, Outcome, PlannedResource, ResourceChange, Run, RunEvent,
+    RunKind, RunResult, RunStatus, RunStep, Stage,
+};
 pub use status::{DeploymentStatus, ALLOWED_MOVES};
 pub use twin::{HistoryEntry, NewTwin, Provider, Twin, TwinFiles, TwinUpdate, Variables};
 

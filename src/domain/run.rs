@@ -169,12 +169,61 @@ pub struct Run {
     pub error: Option<String>,
     pub message: Option<String>,
     pub outputs: Option<serde_json::Value>,
-    /// What a plan or drift check found (`changes`, `summary`, `drifted` ...).
-    pub result: Option<serde_json::Value>,
+    /// What a plan or drift check found.
+    pub result: Option<RunResult>,
     /// The step the run is on, while it works (what a restarted gateway adopts).
     pub step: Option<RunStep>,
     /// A deploy that applies a kept plan preview: that preview's run.
     pub applies_plan: Option<RunId>,
+}
+
+/// A resource terraform plans to change, or found changed outside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ResourceChange {
+    pub address: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// `create`, `update`, `delete`, `replace`, `read`, `no-op`.
+    pub action: String,
+}
+
+/// terraform's change summary of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct ChangeSummary {
+    #[serde(default)]
+    pub add: u64,
+    #[serde(default)]
+    pub change: u64,
+    #[serde(default)]
+    pub import: u64,
+    #[serde(default)]
+    pub remove: u64,
+}
+
+/// A managed resource as it will be once a plan is applied; sensitive attributes masked.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PlannedResource {
+    pub address: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub actions: Vec<String>,
+    pub attributes: serde_json::Value,
+}
+
+/// What a plan preview or a drift check found, kept with the run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, serde::Deserialize)]
+pub struct RunResult {
+    /// A plan's resource changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<ResourceChange>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<ChangeSummary>,
+    /// A plan's resources as they will be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources_after: Option<Vec<PlannedResource>>,
+    /// A drift check's resources changed or deleted outside terraform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drifted: Option<Vec<ResourceChange>>,
 }
 
 /// One step of a run: a terraform command (or a step of the gateway's own) in the order the

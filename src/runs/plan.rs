@@ -4,9 +4,10 @@
 
 use serde_json::{json, Value};
 
-/// Resources present once the plan is applied (created, updated, replaced or unchanged):
-/// `[{"address", "type", "actions", "attributes"}]`.
-pub fn resources_after(shown: &Value) -> Vec<Value> {
+use crate::domain::PlannedResource;
+
+/// Resources present once the plan is applied (created, updated, replaced or unchanged).
+pub fn resources_after(shown: &Value) -> Vec<PlannedResource> {
     let Some(changes) = shown["resource_changes"].as_array() else {
         return Vec::new();
     };
@@ -19,12 +20,18 @@ pub fn resources_after(shown: &Value) -> Vec<Value> {
         })
         .map(|change| {
             let plan = &change["change"];
-            json!({
-                "address": change["address"],
-                "type": change["type"],
-                "actions": plan["actions"],
-                "attributes": masked(&plan["after"], &plan["after_sensitive"]),
-            })
+            let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+            PlannedResource {
+                address: text(&change["address"]),
+                resource_type: text(&change["type"]),
+                actions: plan["actions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(text)
+                    .collect(),
+                attributes: masked(&plan["after"], &plan["after_sensitive"]),
+            }
         })
         .collect()
 }
@@ -60,9 +67,9 @@ mod tests {
         });
         let after = resources_after(&shown);
         assert_eq!(after.len(), 1);
-        assert_eq!(after[0]["address"], "a.x");
-        assert_eq!(after[0]["attributes"]["kind"], "database");
-        assert_eq!(after[0]["attributes"]["secret"], MASK);
+        assert_eq!(after[0].address, "a.x");
+        assert_eq!(after[0].attributes["kind"], "database");
+        assert_eq!(after[0].attributes["secret"], MASK);
     }
 
     /// As terraform marks the sandbox provider's resources: `properties` is a map with nothing
@@ -84,14 +91,16 @@ mod tests {
             ]
         });
         let after = resources_after(&shown);
-        let a = &after[0]["attributes"];
+        let a = &after[0].attributes;
         assert_eq!(a["properties"]["tier"], "gold");
         assert_eq!(a["properties"]["token"], MASK);
         assert_eq!(a["tags"], json!(["x", MASK]));
         assert_eq!(a["secret"], MASK);
-        let b = &after[1]["attributes"];
+        let b = &after[1].attributes;
         assert_eq!(b["properties"], json!({"tier": "silver"}));
         assert_eq!(b["name"], "b");
-        assert!(!after.iter().any(|r| r.to_string().contains("t0k3n-value")));
+        assert!(!after
+            .iter()
+            .any(|r| r.attributes.to_string().contains("t0k3n-value")));
     }
 }

@@ -5,14 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::time::Instant;
 
 use super::monitor::SpoolRecord;
 use super::process::LineSink;
 use super::secrets::Masker;
 use super::tfjson::{self, Progress};
-use crate::domain::{LogStream, RunEvent, RunId, Stage};
+use crate::domain::{ChangeSummary, LogStream, ResourceChange, RunEvent, RunId, Stage};
 use crate::hub::EventHub;
 use crate::store::SpoolMark;
 
@@ -29,12 +28,12 @@ struct SinkState {
     progress: Progress,
     last_error: Option<String>,
     last_output: Instant,
-    /// A plan's resource changes: `{"address", "type", "action"}`.
-    changes: Vec<serde_json::Value>,
-    /// terraform's change summary (`add`, `change`, `remove`, ...).
-    summary: Option<serde_json::Value>,
+    /// A plan's resource changes.
+    changes: Vec<ResourceChange>,
+    /// terraform's change summary.
+    summary: Option<ChangeSummary>,
     /// Resources changed or deleted outside terraform.
-    drifted: Vec<serde_json::Value>,
+    drifted: Vec<ResourceChange>,
     /// The stage to announce once terraform has made its plan (an apply that plans first).
     after_plan: Option<Stage>,
 }
@@ -74,14 +73,14 @@ impl RunSink {
     }
 
     /// The changes a plan announced, and its summary.
-    pub(super) fn planned(&self) -> (Vec<serde_json::Value>, Option<serde_json::Value>) {
+    pub(super) fn planned(&self) -> (Vec<ResourceChange>, Option<ChangeSummary>) {
         self.state
             .lock()
-            .map(|s| (s.changes.clone(), s.summary.clone()))
+            .map(|s| (s.changes.clone(), s.summary))
             .unwrap_or_default()
     }
 
-    pub(super) fn drifted(&self) -> Vec<serde_json::Value> {
+    pub(super) fn drifted(&self) -> Vec<ResourceChange> {
         self.state
             .lock()
             .map(|s| s.drifted.clone())
@@ -98,13 +97,10 @@ impl RunSink {
     }
 
     /// Applying a kept plan: its changes are the work the progress bar counts.
-    pub(super) fn expect_changes(&self, changes: &[serde_json::Value]) {
+    pub(super) fn expect_changes(&self, changes: &[ResourceChange]) {
         if let Ok(mut state) = self.state.lock() {
             for change in changes {
-                state.progress.expect(
-                    change["address"].as_str().unwrap_or(""),
-                    change["action"].as_str().unwrap_or(""),
-                );
+                state.progress.expect(&change.address, &change.action);
             }
         }
     }
@@ -251,15 +247,18 @@ pub(super) async fn watch_silence(sink: Arc<RunSink>, threshold: Duration) {
 /// Keeps what a plan or drift check reports about resources.
 fn collect(state: &mut SinkState, message: &tfjson::Message) {
     let change = &message.raw["change"];
-    let resource = json!({
-        "address": change["resource"]["addr"],
-        "type": change["resource"]["resource_type"],
-        "action": change["action"],
-    });
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+    let resource = || ResourceChange {
+        address: text(&change["resource"]["addr"]),
+        resource_type: text(&change["resource"]["resource_type"]),
+        action: text(&change["action"]),
+    };
     match message.kind.as_str() {
-        "planned_change" => state.changes.push(resource),
-        "resource_drift" => state.drifted.push(resource),
-        "change_summary" => state.summary = Some(message.raw["changes"].clone()),
+        "planned_change" => state.changes.push(resource()),
+        "resource_drift" => state.drifted.push(resource()),
+        "change_summary" => {
+            state.summary = serde_json::from_value(message.raw["changes"].clone()).ok();
+        }
         _ => {}
     }
 }

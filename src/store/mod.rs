@@ -9,7 +9,7 @@ pub use sqlite::SqliteStore;
 
 use crate::domain::{
     HistoryEntry, MonitorId, NewHistory, NewTwin, Outcome, Principal, Run, RunGrant, RunId,
-    RunKind, RunStatus, RunStep, Stage, Twin, TwinChange, TwinId,
+    RunKind, RunResult, RunStatus, RunStep, Stage, Twin, TwinChange, TwinId,
 };
 pub use crate::domain::{LockChange, StatusMove};
 
@@ -123,7 +123,7 @@ pub struct RunFinish {
     /// read; `None` for runs that leave the twin as it is.
     pub twin: Option<TwinChange>,
     /// What a plan or drift check found.
-    pub result: Option<serde_json::Value>,
+    pub result: Option<RunResult>,
 }
 
 /// A kept plan preview (the plan file encrypted: it holds planned values).

@@ -4,11 +4,9 @@
 //! state is empty (2) and runs the operator's cleanup command (3); a plan preview plans (1),
 //! reads the plan (2) and keeps it (3); a drift check plans refresh-only (1).
 
-use serde_json::json;
-
 use super::*;
 use crate::clock;
-use crate::domain::LogStream;
+use crate::domain::{LogStream, ResourceChange, RunResult};
 use crate::runs::plan;
 use crate::runs::process::ProcessSpec;
 use crate::runs::workspace::PLAN_FILE;
@@ -19,7 +17,7 @@ use crate::store::StoredPlan;
 const LOCK_TIMEOUT: &str = "-lock-timeout=300s";
 
 /// A kept plan preview a deploy applies: the preview, the plan file, its changes.
-type KeptPlan = (StoredPlan, Vec<u8>, Vec<serde_json::Value>);
+type KeptPlan = (StoredPlan, Vec<u8>, Vec<ResourceChange>);
 
 impl Supervisor {
     pub(super) async fn steps_of(&self, ctx: &RunCtx<'_>) -> Result<Produced, Stop> {
@@ -146,7 +144,7 @@ impl Supervisor {
         let found = tokio::task::spawn_blocking(move || -> Option<KeptPlan> {
             let (plan, bytes) = state.latest_plan(&twin_id).ok()??;
             let run = store.get_run(&chosen).ok()??;
-            let changes = run.result?.get("changes")?.as_array()?.clone();
+            let changes = run.result?.changes?;
             (plan.run_id == chosen).then_some((plan, bytes, changes))
         })
         .await
@@ -218,11 +216,12 @@ impl Supervisor {
         let (changes, summary) = ctx.sink.planned();
         Ok(Produced {
             outputs: None,
-            result: Some(json!({
-                "changes": changes,
-                "summary": summary,
-                "resources_after": plan::resources_after(&shown),
-            })),
+            result: Some(RunResult {
+                changes: Some(changes),
+                summary,
+                resources_after: Some(plan::resources_after(&shown)),
+                drifted: None,
+            }),
         })
     }
 
@@ -249,7 +248,10 @@ impl Supervisor {
         ctx.sink.line(LogStream::Stdout, note, clock::now());
         Ok(Produced {
             outputs: None,
-            result: Some(json!({ "drifted": drifted })),
+            result: Some(RunResult {
+                drifted: Some(drifted),
+                ..RunResult::default()
+            }),
         })
     }
 
@@ -270,7 +272,7 @@ impl Supervisor {
                 return None;
             }
             let run = store.get_run(&plan.run_id).ok()??;
-            let changes = run.result?.get("changes")?.as_array()?.clone();
+            let changes = run.result?.changes?;
             Some((plan, bytes, changes))
         })
         .await;

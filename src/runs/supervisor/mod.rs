@@ -92,14 +92,14 @@ struct Ending {
     error: Option<String>,
     exit_code: Option<i32>,
     outputs: Option<serde_json::Value>,
-    result: Option<serde_json::Value>,
+    result: Option<crate::domain::RunResult>,
 }
 
 /// What a successful run produced: a deploy's outputs, a plan's or drift check's findings.
 #[derive(Default)]
 struct Produced {
     outputs: Option<serde_json::Value>,
-    result: Option<serde_json::Value>,
+    result: Option<crate::domain::RunResult>,
 }
 
 /// Where an adopted run goes on: the step it was on, and, for a monitored command whose
