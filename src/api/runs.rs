@@ -320,7 +320,7 @@ pub async fn events(
             "cursor {after} is beyond the run's last event ({last})"
         )));
     }
-    if after == last && (finished || !supervisor.hub().is_live(&run.id)) {
+    if after == last && finished {
         // A finished run read to its end: 204 tells EventSource to stop reconnecting.
         return Ok(HttpResponse::NoContent().finish());
     }

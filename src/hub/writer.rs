@@ -14,7 +14,7 @@ use super::EventHub;
 use crate::clock;
 use crate::domain::{RunId, TwinEnd};
 use crate::store::{
-    run_blocking, RunFinish, RunProgress, SpoolMark, Store, StoreError, StoredEvent,
+    run_blocking, Appended, NewEvent, RunFinish, RunProgress, SpoolMark, Store, StoreError,
 };
 
 /// At most this many events per transaction; well under the live buffer, so one batch never
@@ -25,18 +25,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) enum WriterCommand {
     /// An event, when it was published, how far its run's spool was read with it, and what
     /// it says of the run's stage and progress.
-    Event(StoredEvent, Instant, Option<SpoolMark>, RunProgress),
+    Event(NewEvent, Instant, Option<SpoolMark>, RunProgress),
     Finish {
-        events: Vec<StoredEvent>,
+        events: Vec<NewEvent>,
         finish: Box<RunFinish>,
         /// How the run's end moves its twin, decided when it is written.
         end: TwinEnd,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        /// False when the run had ended before (nothing of it was written).
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     Flush(oneshot::Sender<()>),
 }
 
-type Timed = (StoredEvent, Option<Instant>, Option<SpoolMark>, RunProgress);
+type Timed = (NewEvent, Option<Instant>, Option<SpoolMark>, RunProgress);
 
 pub(super) async fn run(
     store: Arc<dyn Store>,
@@ -82,14 +83,14 @@ pub(super) async fn run(
 /// Stores events (and a run's end), retrying with backoff while the store fails, then fans
 /// them out. A run's end moves its twin as the twin is when it is written; if the twin was
 /// moved under the run so that the move is refused (an admin repaired it), the run still ends
-/// and its stream with it, without the move.
+/// and its stream with it, without the move. False when the finished run had ended before.
 async fn write(
     store: &Arc<dyn Store>,
     events: Vec<Timed>,
     finish: Option<(RunFinish, TwinEnd)>,
     hub: &Weak<EventHub>,
-) -> Result<(), StoreError> {
-    let rows: Arc<Vec<StoredEvent>> =
+) -> Result<bool, StoreError> {
+    let rows: Arc<Vec<NewEvent>> =
         Arc::new(events.iter().map(|(event, ..)| event.clone()).collect());
     // The furthest mark, the last stage and percent of each run in the batch.
     let mut furthest: Vec<(RunId, SpoolMark)> = Vec::new();
@@ -113,7 +114,7 @@ async fn write(
     }
     let (marks, progress) = (Arc::new(furthest), Arc::new(progress));
     let mut delay = Duration::from_millis(50);
-    loop {
+    let (stored, ended) = loop {
         let attempt = match &finish {
             None => None,
             Some((finish, end)) => match decide_end(store, finish, end).await {
@@ -133,9 +134,9 @@ async fn write(
         })
         .await;
         match written {
-            Ok(true) => break,
+            Ok(Appended::Stored { events, ended }) => break (events, ended),
             // The twin changed between the decision and the write: decide again.
-            Ok(false) => continue,
+            Ok(Appended::TwinChanged) => continue,
             Err(err) => {
                 set_failing(hub, true);
                 tracing::error!(error = %err, count = rows.len(), "storing run events failed; retrying");
@@ -143,14 +144,21 @@ async fn write(
                 delay = (delay * 2).min(MAX_BACKOFF);
             }
         }
-    }
+    };
     set_failing(hub, false);
-    if let Some(hub) = hub.upgrade() {
-        for (event, published, ..) in events {
-            hub.fan_out(Arc::new(event), published);
-        }
+    for run_id in &ended {
+        let left_out = events.iter().filter(|(e, ..)| e.run_id == *run_id).count();
+        tracing::warn!(%run_id, left_out, "events of a run that had ended were not stored (another gateway settled it)");
     }
-    Ok(())
+    if let Some(hub) = hub.upgrade() {
+        let published: Vec<Option<Instant>> = events
+            .iter()
+            .filter(|(e, ..)| !ended.contains(&e.run_id))
+            .map(|(_, published, ..)| *published)
+            .collect();
+        hub.fan_out(stored, &published);
+    }
+    Ok(finish.is_none_or(|(finish, _)| !ended.contains(&finish.run_id)))
 }
 
 /// The run's end with its twin's new row, decided on the twin as it is now.

@@ -59,6 +59,30 @@ impl StoredEvent {
     }
 }
 
+/// An event to store; the store gives it the run's next sequence number as it writes it, so
+/// a run's sequence stays gap-free whoever writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub run_id: RunId,
+    pub event: String,
+    /// One-line JSON.
+    pub data: String,
+}
+
+/// What [`Store::append_events`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// The events stored, with their sequence numbers, in order. Nothing is appended after a
+    /// run's end: events of runs that had ended before the write (`ended`) are left out, and
+    /// so is a finish of one.
+    Stored {
+        events: Vec<StoredEvent>,
+        ended: Vec<RunId>,
+    },
+    /// The finish was decided from a twin that has changed since: nothing written.
+    TwinChanged,
+}
+
 /// How far a run's current step's spool has been read: stored with the events read from it,
 /// so a restarted gateway goes on after the last stored line, never before or beyond it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,18 +222,20 @@ pub trait Store: Send + Sync + 'static {
     fn record_monitor(&self, id: &RunId, step: u32, monitor: MonitorId) -> StoreResult<()>;
     /// The deploy applies the kept plan of the preview run `plan`.
     fn set_applies_plan(&self, id: &RunId, plan: &RunId) -> StoreResult<()>;
-    /// Appends events (in sequence order) in one transaction, with each run's stage and
-    /// progress as its events say and its spool position at its mark (a mark of a step the run
-    /// has left is ignored); with `finish`, also ends the run and writes its twin's new row in
-    /// that transaction. False (nothing written) when the twin is no longer at the version the
-    /// finish was decided from.
+    /// Appends events in one transaction, each run's next in order, numbered after the run's
+    /// last stored event; with each run's stage and progress as its events say and its spool
+    /// position at its mark (a mark of a step the run has left is ignored); with `finish`,
+    /// also ends the run and writes its twin's new row in that transaction. Events of runs
+    /// that have ended are left out (so is a finish of one); [`Appended::TwinChanged`]
+    /// (nothing written) when the twin is no longer at the version the finish was decided
+    /// from.
     fn append_events(
         &self,
-        events: &[StoredEvent],
+        events: &[NewEvent],
         marks: &[(RunId, SpoolMark)],
         progress: &[(RunId, RunProgress)],
         finish: Option<&RunFinish>,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Appended>;
     /// A run's backend credential, by the hash of its secret.
     fn insert_grant(&self, secret_hash: &str, grant: &RunGrant) -> StoreResult<()>;
     fn find_grant(&self, secret_hash: &str) -> StoreResult<Option<RunGrant>>;
@@ -283,6 +309,19 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<HistoryEntry>>;
+}
+
+/// Each run of a batch with how many of the batch's events are its, in order of first
+/// appearance.
+fn counts(events: &[NewEvent]) -> Vec<(&RunId, usize)> {
+    let mut counts: Vec<(&RunId, usize)> = Vec::new();
+    for event in events {
+        match counts.iter_mut().find(|(run, _)| **run == event.run_id) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((&event.run_id, 1)),
+        }
+    }
+    counts
 }
 
 /// Runs a store call on the blocking pool, keeping the caller's tracing span.

@@ -9,8 +9,8 @@ use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior}
 use rusqlite_migration::{Migrations, M};
 
 use super::{
-    NewRun, RunFinish, RunProgress, SpoolMark, StateLock, StateVersion, Store, StoreError,
-    StoreResult, StoredEvent, StoredPlan,
+    counts, Appended, NewEvent, NewRun, RunFinish, RunProgress, SpoolMark, StateLock, StateVersion,
+    Store, StoreError, StoreResult, StoredEvent, StoredPlan,
 };
 use crate::clock;
 use crate::domain::{
@@ -25,6 +25,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/004_plans.sql")).foreign_key_check(),
     M::up(include_str!("../../migrations/005_run_monitor.sql")),
     M::up(include_str!("../../migrations/006_twin_version.sql")),
+    M::up(include_str!("../../migrations/007_event_seq.sql")),
 ];
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
@@ -544,20 +545,56 @@ impl Store for SqliteStore {
 
     fn append_events(
         &self,
-        events: &[StoredEvent],
+        events: &[NewEvent],
         marks: &[(RunId, SpoolMark)],
         progress: &[(RunId, RunProgress)],
         finish: Option<&RunFinish>,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Appended> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut stored = Vec::with_capacity(events.len());
+        let mut ended = Vec::new();
         {
+            // Each run's numbers at once; none for a run that has ended.
+            let mut take = tx.prepare_cached(
+                "UPDATE runs SET last_seq = last_seq + ?2
+                 WHERE id = ?1 AND status IN ('pending', 'processing') RETURNING last_seq",
+            )?;
+            let mut next: Vec<(&RunId, u64)> = Vec::new();
+            for (run_id, count) in counts(events) {
+                let count = i64::try_from(count).map_err(corrupt)?;
+                let last: Option<i64> = take
+                    .query_row(params![run_id.as_str(), count], |row| row.get(0))
+                    .optional()?;
+                match last {
+                    Some(last) => {
+                        let first = u64::try_from(last - count + 1).map_err(corrupt)?;
+                        next.push((run_id, first));
+                    }
+                    None => ended.push(run_id.clone()),
+                }
+            }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO run_events (run_id, seq, event, data) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for event in events {
-                let seq = i64::try_from(event.seq).map_err(corrupt)?;
-                insert.execute(params![event.run_id.as_str(), seq, event.event, event.data])?;
+                let Some((_, seq)) = next.iter_mut().find(|(run, _)| **run == event.run_id) else {
+                    continue;
+                };
+                let number = i64::try_from(*seq).map_err(corrupt)?;
+                insert.execute(params![
+                    event.run_id.as_str(),
+                    number,
+                    event.event,
+                    event.data
+                ])?;
+                stored.push(StoredEvent {
+                    run_id: event.run_id.clone(),
+                    seq: *seq,
+                    event: event.event.clone(),
+                    data: event.data.clone(),
+                });
+                *seq += 1;
             }
             let mut mark = tx.prepare_cached(
                 "UPDATE runs SET spool_offset = ?3 WHERE id = ?1 AND step_index = ?2",
@@ -577,13 +614,16 @@ impl Store for SqliteStore {
                 }
             }
         }
-        if let Some(finish) = finish {
+        if let Some(finish) = finish.filter(|f| !ended.contains(&f.run_id)) {
             if !finish_run(&tx, finish)? {
-                return Ok(false);
+                return Ok(Appended::TwinChanged);
             }
         }
         tx.commit()?;
-        Ok(true)
+        Ok(Appended::Stored {
+            events: stored,
+            ended,
+        })
     }
 
     fn insert_grant(&self, secret_hash: &str, grant: &RunGrant) -> StoreResult<()> {

@@ -291,7 +291,6 @@ impl Supervisor {
             actor: actor.to_owned(),
         };
         let (run, twin) = self.parts.twins.start_run(new, change).await?;
-        self.parts.hub.open_run(&run.id, 0);
         self.launch(run.clone(), twin, slot, None);
         Ok(run)
     }
@@ -699,8 +698,14 @@ impl Supervisor {
             twin_status,
             error,
         });
-        if let Err(err) = self.parts.hub.finish(&last, finish, end).await {
-            tracing::error!(run_id = %run.id, %err, "could not record the end of the run");
+        match self.parts.hub.finish(&last, finish, end).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(run_id = %run.id, "the run had been ended meanwhile (another gateway settled it); its end here is not recorded");
+            }
+            Err(err) => {
+                tracing::error!(run_id = %run.id, %err, "could not record the end of the run");
+            }
         }
         self.parts
             .metrics

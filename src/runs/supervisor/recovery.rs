@@ -104,9 +104,6 @@ impl Supervisor {
     /// monitor is gone, or a refresh found its lock stale): failed with `reason`, what its
     /// terraform left collected, the twin unlocked, readers given `done`.
     pub async fn settle_dead_run(&self, run: &Run, reason: &str) -> Result<(), RunError> {
-        let run_id = run.id.clone();
-        let last = run_blocking(&self.parts.store, move |s| s.last_event_seq(&run_id)).await?;
-        self.parts.hub.open_run(&run.id, last);
         // A run that died while it waited in the queue had not moved its twin yet.
         let twin_id = run.twin_id.clone();
         let twin = run_blocking(&self.parts.store, move |s| s.get_twin(&twin_id)).await?;
@@ -138,9 +135,6 @@ impl Supervisor {
             else {
                 continue;
             };
-            let run_id = run.id.clone();
-            let last = run_blocking(&self.parts.store, move |s| s.last_event_seq(&run_id)).await?;
-            self.parts.hub.open_run(&run.id, last);
             if run.status == crate::domain::RunStatus::Pending && run.step.is_none() {
                 tracing::info!(run_id = %run.id, "a queued run waits again for its slot");
                 let slot = Arc::clone(&self.slots).try_acquire_owned().ok();
