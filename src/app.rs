@@ -5,7 +5,9 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+
 use std::time::Duration;
+use tokio::runtime::Handle;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -21,6 +23,7 @@ use crate::catalog::ProviderCatalog;
 use crate::config::Settings;
 use crate::config::ShutdownMode;
 use crate::costs::PriceBook;
+use crate::domain::ReplicaId;
 use crate::hub::EventHub;
 use crate::metrics::Metrics;
 use crate::runs::secrets::Credentials;
@@ -28,7 +31,7 @@ use crate::runs::{
     Isolation, IsolationMode, RecoveryReport, Supervisor, SupervisorParts, Toolchain,
 };
 use crate::state::{StateCipher, StateService};
-use crate::store::{SqliteStore, Store};
+use crate::store::{Notice, NoticeHandler, Store};
 use crate::twins::Twins;
 
 /// How long open connections get to finish once the server stops (event streams are ended
@@ -92,10 +95,8 @@ impl Application {
         // than the first request that reads them.
         let price_book = PriceBook::load(settings.price_book.as_deref())?;
         let provider_catalog = ProviderCatalog::load(settings.provider_catalog.as_deref())?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&settings.database_path())
-                .with_context(|| format!("cannot open {}", settings.database_path().display()))?,
-        );
+        let store = crate::store::open(&settings)?;
+        let replica = replica_id(&settings)?;
         let new_admin_token =
             auth::ensure_admin_token(store.as_ref(), &settings.admin_token_path())
                 .context("cannot create the admin token")?;
@@ -150,7 +151,14 @@ impl Application {
             metrics: Arc::clone(&metrics),
             isolation,
             twins: Arc::clone(&twins),
+            replica,
         });
+        let shared = store
+            .listen(notice_handler(&supervisor, &runtime))
+            .context("cannot listen to the database")?;
+        if shared {
+            supervisor.hub().set_shared();
+        }
 
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
@@ -168,6 +176,7 @@ impl Application {
                     adopted = report.adopted,
                     settled = report.settled,
                     requeued = report.requeued,
+                    stopped_strays = report.stopped_strays,
                     "took over the runs a previous start left"
                 ),
                 Err(err) => {
@@ -381,4 +390,47 @@ fn backend_url(settings: &Settings, local: std::net::SocketAddr) -> String {
         ip => ip.to_string(),
     };
     format!("http://{host}:{}", local.port())
+}
+
+/// This gateway's id among the gateways on one database: made on the first start in a data
+/// directory and kept there, so a restarted gateway knows its own runs.
+fn replica_id(settings: &Settings) -> anyhow::Result<ReplicaId> {
+    let path = settings.replica_id_path();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("{} does not hold a replica id", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let id = ReplicaId::generate();
+            auth::write_private_file(&path, id.as_str().as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// What other gateways on the database did, to whom here it concerns: events of runs
+/// followed here, cancels of runs working here, runs entering the queue.
+fn notice_handler(supervisor: &Arc<Supervisor>, runtime: &Handle) -> NoticeHandler {
+    let (supervisor, runtime) = (Arc::downgrade(supervisor), runtime.clone());
+    Arc::new(move |notice| {
+        let Some(supervisor) = supervisor.upgrade() else {
+            return;
+        };
+        match notice {
+            Notice::Events { run_id, first } => supervisor.hub().wake(&run_id, first),
+            Notice::Cancel(run_id) => {
+                supervisor.cancel_here(&run_id);
+            }
+            Notice::Queued => {
+                runtime.spawn(async move { supervisor.fill_slots().await });
+            }
+            Notice::Resync => {
+                supervisor.hub().wake_all();
+                runtime.spawn(async move { supervisor.fill_slots().await });
+            }
+        }
+    })
 }

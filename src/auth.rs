@@ -41,6 +41,11 @@ pub fn ensure_admin_token(store: &dyn Store, path: &Path) -> anyhow::Result<Opti
     if store.has_admin_token()? {
         return Ok(None);
     }
+    // Several gateways starting at once on an empty database: one of them makes it.
+    if !store.insert_meta(FIRST_START, crate::clock::now().as_bytes())? {
+        tracing::info!("another gateway made the first admin token (if none exists, make one with `terrastream token create --owner admin --admin`)");
+        return Ok(None);
+    }
     let admin = Principal {
         owner: "admin".into(),
         is_admin: true,
@@ -49,6 +54,9 @@ pub fn ensure_admin_token(store: &dyn Store, path: &Path) -> anyhow::Result<Opti
     write_private_file(path, token.as_bytes())?;
     Ok(Some(token))
 }
+
+/// Set by the gateway that made the first admin token.
+const FIRST_START: &str = "first-start";
 
 /// Writes a file only its owner can read (0600 from creation, never world-readable).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {

@@ -68,6 +68,9 @@ pub struct Settings {
     /// Where terraform reaches the gateway's state backend (default: the address it listens
     /// on). Must stay the same across restarts for runs to outlive one.
     pub backend_url: Option<String>,
+    /// A PostgreSQL database (`postgres://...`) shared by every replica; default: SQLite in
+    /// the data directory.
+    pub database_url: Option<String>,
 }
 
 /// What a graceful stop does to the runs that are working.
@@ -148,6 +151,7 @@ impl Settings {
             monitor_program: None,
             on_shutdown: ShutdownMode::default(),
             backend_url: None,
+            database_url: None,
         }
     }
 
@@ -175,6 +179,10 @@ impl Settings {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("terrastream.db")
+    }
+
+    pub fn replica_id_path(&self) -> PathBuf {
+        self.data_dir.join("replica-id")
     }
 
     pub fn state_key_path(&self) -> PathBuf {

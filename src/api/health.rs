@@ -48,9 +48,9 @@ pub async fn metrics(
     metrics: web::Data<Metrics>,
     supervisor: web::Data<Supervisor>,
 ) -> HttpResponse {
-    // Runs waiting in the queue are pending, not active.
-    let pending = supervisor.pending_runs();
-    let active = supervisor.active_runs().saturating_sub(pending);
+    // Runs this gateway works on; runs waiting in the queue for any gateway's slot.
+    let active = supervisor.active_runs();
+    let pending = supervisor.queued_runs().await.unwrap_or_default();
     metrics
         .runs_active
         .set(i64::try_from(active).unwrap_or(i64::MAX));

@@ -8,8 +8,8 @@ use super::error::ApiError;
 use super::sse;
 use super::twins::visible_twin;
 use crate::config::Settings;
-use crate::domain::{Principal, Run, RunId, RunKind, RunStatus};
-use crate::runs::{RunError, Supervisor};
+use crate::domain::{Principal, ReplicaId, Run, RunId, RunKind, RunStatus};
+use crate::runs::{Cancelling, RunError, Supervisor};
 use crate::store::run_blocking;
 use crate::twins::Twins;
 
@@ -33,6 +33,8 @@ pub struct RunView {
     events_url: String,
     /// While pending: 1 when the run is next to get a slot.
     queue_position: Option<usize>,
+    /// The gateway that runs it (`null` while it waits in the queue).
+    replica: Option<ReplicaId>,
     /// In `GET /runs`, which spans twins: the twin's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     twin_name: Option<String>,
@@ -58,6 +60,7 @@ impl From<Run> for RunView {
             job_id: run.id,
             events_url,
             queue_position: None,
+            replica: run.owner,
             twin_name: None,
         }
     }
@@ -151,21 +154,23 @@ pub async fn cancel(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let supervisor = supervisor.into_inner();
     let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
-    let queued = twin
-        .active_job_id
-        .as_ref()
-        .is_some_and(|run| supervisor.queue_position(run).is_some());
-    let run_id = twin
-        .active_job_id
-        .filter(|run| supervisor.cancel(run))
-        .ok_or_else(|| {
-            ApiError::Conflict(super::error::Conflict::new(
-                "no_active_run",
-                format!("twin {} has no active run to cancel", twin.id),
-            ))
-        })?;
-    Ok(cancelling(&run_id, &principal, queued))
+    let outcome = match &twin.active_job_id {
+        Some(run_id) => supervisor.cancel(run_id).await?,
+        None => Cancelling::NotRunning,
+    };
+    match (twin.active_job_id, outcome) {
+        (Some(run_id), Cancelling::Stopping | Cancelling::Dequeued) => Ok(cancelling(
+            &run_id,
+            &principal,
+            outcome == Cancelling::Dequeued,
+        )),
+        _ => Err(ApiError::Conflict(super::error::Conflict::new(
+            "no_active_run",
+            format!("twin {} has no active run to cancel", twin.id),
+        ))),
+    }
 }
 
 /// `POST /runs/{id}/cancel`: stops any active run, including a plan preview or drift check
@@ -175,15 +180,19 @@ pub async fn cancel_run(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let supervisor = supervisor.into_inner();
     let run = visible_run(supervisor.twins(), &principal, &path).await?;
-    let queued = supervisor.queue_position(&run.id).is_some();
-    if !supervisor.cancel(&run.id) {
-        return Err(ApiError::Conflict(super::error::Conflict::new(
+    match supervisor.cancel(&run.id).await? {
+        Cancelling::NotRunning => Err(ApiError::Conflict(super::error::Conflict::new(
             "no_active_run",
             format!("run {} is not running ({})", run.id, run.status),
-        )));
+        ))),
+        outcome => Ok(cancelling(
+            &run.id,
+            &principal,
+            outcome == Cancelling::Dequeued,
+        )),
     }
-    Ok(cancelling(&run.id, &principal, queued))
 }
 
 /// The answer to a cancel: a run still waiting for a slot ends at once having changed nothing;
@@ -217,7 +226,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let store = supervisor.store();
     let run = visible_run(supervisor.twins(), &principal, &path).await?;
-    let queue_position = supervisor.queue_position(&run.id);
+    let queue_position = supervisor.queue_position(&run.id).await?;
     let planned = match (&run.kind, &run.result) {
         (RunKind::Plan, Some(result)) => result.resources_after.clone(),
         _ => None,
@@ -488,10 +497,11 @@ pub async fn list_visible(
     let next = rows
         .get(limit.saturating_sub(1))
         .map(|(run, _)| run.id.to_string());
+    let queued = run_blocking(&store, |s| s.queued_runs()).await?;
     let views = rows
         .into_iter()
         .map(|(run, twin_name)| {
-            let queue_position = supervisor.queue_position(&run.id);
+            let queue_position = queued.iter().position(|id| *id == run.id).map(|i| i + 1);
             let mut view = RunView::from(run);
             view.queue_position = queue_position;
             view.twin_name = Some(twin_name);

@@ -79,6 +79,7 @@ macro_rules! prefixed_id {
 
 prefixed_id!(TwinId, "twin_", "twin");
 prefixed_id!(RunId, "run_", "run");
+prefixed_id!(ReplicaId, "replica_", "replica");
 
 #[cfg(test)]
 mod tests {

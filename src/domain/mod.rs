@@ -10,7 +10,7 @@ mod status;
 mod twin;
 
 pub use changes::{LockChange, NewHistory, Refusal, StatusMove, TwinChange, TwinEnd};
-pub use ids::{IdError, RunId, TwinId};
+pub use ids::{IdError, ReplicaId, RunId, TwinId};
 pub use names::{FilePath, TwinName};
 pub use principal::{Principal, RunGrant};
 pub use run::{

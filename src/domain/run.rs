@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{DeploymentStatus, RunId, TwinId, ValidationError};
+use super::{DeploymentStatus, ReplicaId, RunId, TwinId, ValidationError};
 
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -175,6 +175,10 @@ pub struct Run {
     pub step: Option<RunStep>,
     /// A deploy that applies a kept plan preview: that preview's run.
     pub applies_plan: Option<RunId>,
+    /// The gateway that runs it; `None` while it waits in the queue for any gateway's slot.
+    pub owner: Option<ReplicaId>,
+    /// A cancel was asked for through a gateway other than its owner.
+    pub cancel_requested: bool,
 }
 
 /// A resource terraform plans to change, or found changed outside it.

@@ -14,5 +14,5 @@ pub mod validate;
 mod workspace;
 
 pub use isolation::{Isolation, IsolationMode};
-pub use supervisor::{RecoveryReport, RunError, Supervisor, SupervisorParts};
+pub use supervisor::{Cancelling, RecoveryReport, RunError, Supervisor, SupervisorParts};
 pub use toolchain::{Toolchain, ToolchainError};

@@ -214,20 +214,29 @@ impl StateService {
     /// Checks the key against the one the data directory was created with (a clear error,
     /// not garbage, when it differs).
     pub fn open(store: Arc<dyn Store>, cipher: StateCipher) -> Result<Self, StateError> {
-        match store.meta(KEY_CHECK)? {
-            Some(sealed) => {
-                cipher.open(cipher::KEY_CHECK_CONTEXT, &sealed).map_err(|_| {
+        let stored = match store.meta(KEY_CHECK)? {
+            Some(sealed) => Some(sealed),
+            None => {
+                let sealed = cipher.seal(cipher::KEY_CHECK_CONTEXT, cipher::KEY_CHECK_PLAINTEXT)?;
+                // Another gateway on the same database may have set it first, with its key.
+                if store.insert_meta(KEY_CHECK, &sealed)? {
+                    None
+                } else {
+                    store.meta(KEY_CHECK)?
+                }
+            }
+        };
+        if let Some(sealed) = stored {
+            cipher
+                .open(cipher::KEY_CHECK_CONTEXT, &sealed)
+                .map_err(|_| {
                     StateError::Invalid(
-                        "the state key does not match the one this data directory was created with; \
-                         give the original key (--state-key or <data-dir>/state.key)"
+                        "the state key does not match the one this database was created with; \
+                     give the original key (--state-key or <data-dir>/state.key; every \
+                     replica on one database needs the same --state-key)"
                             .into(),
                     )
                 })?;
-            }
-            None => {
-                let sealed = cipher.seal(cipher::KEY_CHECK_CONTEXT, cipher::KEY_CHECK_PLAINTEXT)?;
-                store.set_meta(KEY_CHECK, &sealed)?;
-            }
         }
         Ok(Self { store, cipher })
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    HistoryEntry, MonitorId, NewHistory, NewTwin, Outcome, Principal, Run, RunGrant, RunId,
-    RunKind, RunResult, RunStatus, RunStep, Stage, Twin, TwinChange, TwinId,
+    HistoryEntry, MonitorId, NewHistory, NewTwin, Outcome, Principal, ReplicaId, Run, RunGrant,
+    RunId, RunKind, RunResult, RunStatus, RunStep, Stage, Twin, TwinChange, TwinId,
 };
 pub use crate::domain::{LockChange, StatusMove};
 
@@ -129,7 +129,35 @@ pub struct NewRun {
     pub twin_id: TwinId,
     pub kind: RunKind,
     pub actor: String,
+    /// The gateway that runs it at once; `None` queues it for the first free slot anywhere.
+    pub owner: Option<ReplicaId>,
 }
+
+/// A gateway's last sign of life, by the database's clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaBeat {
+    pub id: ReplicaId,
+    /// Where it serves (its backend URL), for operators.
+    pub address: String,
+    pub started_at: String,
+    pub seconds_since_heartbeat: f64,
+}
+
+/// What another process wrote to a shared database, as the database tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Events of the run were stored, numbered from `first`.
+    Events { run_id: RunId, first: u64 },
+    /// A cancel of the run was asked for.
+    Cancel(RunId),
+    /// A run entered the queue.
+    Queued,
+    /// The listener reconnected: notices may have been missed; look at everything.
+    Resync,
+}
+
+/// Where notices go; called from the listener's thread.
+pub type NoticeHandler = Arc<dyn Fn(Notice) + Send + Sync>;
 
 /// How a run ended; written in the same transaction as its `done` event and the twin's move.
 #[derive(Debug, Clone)]
@@ -214,8 +242,39 @@ pub trait Store: Send + Sync + 'static {
     fn list_runs(&self, twin_id: &TwinId) -> StoreResult<Vec<Run>>;
     /// The run got a slot: pending -> processing, with its start time.
     fn mark_run_processing(&self, id: &RunId) -> StoreResult<()>;
-    /// Runs recorded as pending or processing, oldest first (after a crash: to settle).
+    /// Runs recorded as pending or processing, oldest first, whoever owns them.
     fn unfinished_runs(&self) -> StoreResult<Vec<Run>>;
+    /// Gives the unfinished run to `to` (`None`: back to the queue) if `from` still owns it
+    /// and, when `stale_after` is given, `from` has shown no sign of life for that many
+    /// seconds by the database's clock (checked in the same statement, so a gateway that
+    /// comes back in time keeps its runs). False when any of that no longer holds.
+    fn move_run(
+        &self,
+        id: &RunId,
+        from: Option<&ReplicaId>,
+        to: Option<&ReplicaId>,
+        stale_after: Option<f64>,
+    ) -> StoreResult<bool>;
+    /// The oldest run waiting in the queue (pending, owned by nobody), now owned by
+    /// `replica`; several gateways claiming at once each get a different one.
+    fn claim_queued_run(&self, replica: &ReplicaId) -> StoreResult<Option<Run>>;
+    /// The runs waiting in the queue, oldest first.
+    fn queued_runs(&self) -> StoreResult<Vec<RunId>>;
+    /// Marks the unfinished run for its owner to cancel (and tells the owner); false when
+    /// it has ended.
+    fn request_cancel(&self, id: &RunId) -> StoreResult<bool>;
+    /// The gateway is alive (its heartbeat now, by the database's clock) and serves at
+    /// `address`.
+    fn heartbeat(&self, replica: &ReplicaId, address: &str) -> StoreResult<()>;
+    /// Every gateway that has shown a sign of life, with how long ago.
+    fn replicas(&self) -> StoreResult<Vec<ReplicaBeat>>;
+    /// Hears what other processes write to the database, for as long as the store lives:
+    /// `handler` gets a [`Notice`] for each. False when nothing else writes to this
+    /// database (an embedded one).
+    fn listen(&self, handler: NoticeHandler) -> StoreResult<bool> {
+        let _ = handler;
+        Ok(false)
+    }
     /// The run enters `step` (its spool read from `step.spool_offset`).
     fn begin_step(&self, id: &RunId, step: &RunStep) -> StoreResult<()>;
     /// The monitor of the run's step `step` runs as `monitor`.
@@ -281,6 +340,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Result<Option<StateLock>, StateLock>>;
     fn meta(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     fn set_meta(&self, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Sets the key only if it is not set; false when it was (several gateways starting on
+    /// an empty database agree on one value).
+    fn insert_meta(&self, key: &str, value: &[u8]) -> StoreResult<bool>;
     /// A cheap round trip, for health checks.
     fn ping(&self) -> StoreResult<()>;
 
@@ -309,6 +371,15 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<HistoryEntry>>;
+}
+
+/// The store the settings name: SQLite in the data directory.
+pub fn open(settings: &crate::config::Settings) -> anyhow::Result<Arc<dyn Store>> {
+    use anyhow::Context;
+    let path = settings.database_path();
+    let store =
+        SqliteStore::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Arc::new(store))
 }
 
 /// Each run of a batch with how many of the batch's events are its, in order of first

@@ -9,13 +9,13 @@ use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior}
 use rusqlite_migration::{Migrations, M};
 
 use super::{
-    counts, Appended, NewEvent, NewRun, RunFinish, RunProgress, SpoolMark, StateLock, StateVersion,
-    Store, StoreError, StoreResult, StoredEvent, StoredPlan,
+    counts, Appended, NewEvent, NewRun, ReplicaBeat, RunFinish, RunProgress, SpoolMark, StateLock,
+    StateVersion, Store, StoreError, StoreResult, StoredEvent, StoredPlan,
 };
 use crate::clock;
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, MonitorId, NewHistory, NewTwin, Principal, Run, RunGrant,
-    RunId, RunKind, RunStatus, RunStep, Twin, TwinChange, TwinId, TwinName,
+    DeploymentStatus, HistoryEntry, MonitorId, NewHistory, NewTwin, Principal, ReplicaId, Run,
+    RunGrant, RunId, RunKind, RunStatus, RunStep, Twin, TwinChange, TwinId, TwinName,
 };
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -26,6 +26,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/005_run_monitor.sql")),
     M::up(include_str!("../../migrations/006_twin_version.sql")),
     M::up(include_str!("../../migrations/007_event_seq.sql")),
+    M::up(include_str!("../../migrations/008_replicas.sql")),
 ];
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
@@ -387,14 +388,15 @@ impl Store for SqliteStore {
         };
         let now = clock::now();
         tx.execute(
-            "INSERT INTO runs (id, twin_id, kind, status, actor, created_at)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+            "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, owner_replica)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6)",
             params![
                 run.id.as_str(),
                 run.twin_id.as_str(),
                 run.kind.as_str(),
                 run.actor,
-                now
+                now,
+                run.owner.as_ref().map(ReplicaId::as_str),
             ],
         )?;
         let stored = select_run(&tx, &run.id)?.ok_or_else(|| corrupt("run vanished"))?;
@@ -503,6 +505,105 @@ impl Store for SqliteStore {
             runs.push(run_from_row(row)?);
         }
         Ok(runs)
+    }
+
+    fn move_run(
+        &self,
+        id: &RunId,
+        from: Option<&ReplicaId>,
+        to: Option<&ReplicaId>,
+        stale_after: Option<f64>,
+    ) -> StoreResult<bool> {
+        let moved = self.conn()?.execute(
+            "UPDATE runs SET owner_replica = ?3
+             WHERE id = ?1 AND owner_replica IS ?2 AND status IN ('pending', 'processing')
+               AND (?4 IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM replicas WHERE id = ?2
+                      AND (julianday('now') - julianday(heartbeat_at)) * 86400.0 < ?4))",
+            params![
+                id.as_str(),
+                from.map(ReplicaId::as_str),
+                to.map(ReplicaId::as_str),
+                stale_after
+            ],
+        )?;
+        Ok(moved == 1)
+    }
+
+    fn claim_queued_run(&self, replica: &ReplicaId) -> StoreResult<Option<Run>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let claimed: Option<String> = tx
+            .query_row(
+                "UPDATE runs SET owner_replica = ?1
+                 WHERE id = (SELECT id FROM runs
+                             WHERE status = 'pending' AND owner_replica IS NULL
+                             ORDER BY created_at, id LIMIT 1)
+                 RETURNING id",
+                params![replica.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let run = match claimed {
+            Some(id) => select_run(&tx, &id.parse().map_err(corrupt)?)?,
+            None => None,
+        };
+        tx.commit()?;
+        Ok(run)
+    }
+
+    fn queued_runs(&self) -> StoreResult<Vec<RunId>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM runs WHERE status = 'pending' AND owner_replica IS NULL
+             ORDER BY created_at, id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next()? {
+            ids.push(parse_column(row, "id")?);
+        }
+        Ok(ids)
+    }
+
+    fn request_cancel(&self, id: &RunId) -> StoreResult<bool> {
+        let marked = self.conn()?.execute(
+            "UPDATE runs SET cancel_requested = 1
+             WHERE id = ?1 AND status IN ('pending', 'processing')",
+            params![id.as_str()],
+        )?;
+        Ok(marked == 1)
+    }
+
+    fn heartbeat(&self, replica: &ReplicaId, address: &str) -> StoreResult<()> {
+        let now = clock::now();
+        self.conn()?.execute(
+            "INSERT INTO replicas (id, address, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address,
+                                            heartbeat_at = excluded.heartbeat_at",
+            params![replica.as_str(), address, now],
+        )?;
+        Ok(())
+    }
+
+    fn replicas(&self) -> StoreResult<Vec<ReplicaBeat>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, address, started_at,
+                    (julianday('now') - julianday(heartbeat_at)) * 86400.0 AS age
+             FROM replicas ORDER BY started_at, id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut replicas = Vec::new();
+        while let Some(row) = rows.next()? {
+            replicas.push(ReplicaBeat {
+                id: parse_column(row, "id")?,
+                address: row.get("address")?,
+                started_at: row.get("started_at")?,
+                seconds_since_heartbeat: row.get("age")?,
+            });
+        }
+        Ok(replicas)
     }
 
     fn begin_step(&self, id: &RunId, step: &RunStep) -> StoreResult<()> {
@@ -861,6 +962,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn insert_meta(&self, key: &str, value: &[u8]) -> StoreResult<bool> {
+        let inserted = self.conn()?.execute(
+            "INSERT INTO gateway_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            params![key, value],
+        )?;
+        Ok(inserted == 1)
+    }
+
     fn ping(&self) -> StoreResult<()> {
         self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
@@ -965,7 +1074,8 @@ impl Store for SqliteStore {
 const RUN_COLUMNS: &str =
     "id, twin_id, kind, status, stage, progress, actor, created_at, start_time, \
      end_time, exit_code, error, message, outputs, result, step_index, step_name, step_dir, \
-     step_started_at, monitor_pid, monitor_start, spool_offset, applies_plan";
+     step_started_at, monitor_pid, monitor_start, spool_offset, applies_plan, owner_replica, \
+     cancel_requested";
 
 fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
     let outputs: Option<String> = row.get("outputs")?;
@@ -993,6 +1103,8 @@ fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
             .transpose()?,
         step: step_from_row(row)?,
         applies_plan: parse_optional_column(row, "applies_plan")?,
+        owner: parse_optional_column(row, "owner_replica")?,
+        cancel_requested: row.get("cancel_requested")?,
     })
 }
 

@@ -7,8 +7,8 @@ use tempfile::TempDir;
 use terrastream::app::Application;
 use terrastream::auth;
 use terrastream::config::Settings;
-use terrastream::domain::{DeploymentStatus, Principal, RunId, Twin, TwinId};
-use terrastream::store::{LockChange, SqliteStore, StatusMove, Store};
+use terrastream::domain::{DeploymentStatus, Principal, ReplicaId, RunId, Twin, TwinId};
+use terrastream::store::{LockChange, StatusMove, Store};
 
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
@@ -107,9 +107,19 @@ impl TestApp {
         builder.send().await.expect("the request failed to send")
     }
 
-    /// The store behind the running app, opened on the same database file (WAL allows that).
-    pub fn store(&self) -> SqliteStore {
-        SqliteStore::open(&self.settings.database_path()).expect("cannot open the app's database")
+    /// The store behind the running app, opened on the same database (SQLite's WAL allows a
+    /// second connection to the file).
+    pub fn store(&self) -> std::sync::Arc<dyn Store> {
+        terrastream::store::open(&self.settings).expect("cannot open the app's database")
+    }
+
+    /// The gateway's replica id (kept in its data directory).
+    pub fn replica(&self) -> ReplicaId {
+        std::fs::read_to_string(self.settings.replica_id_path())
+            .expect("the gateway has no replica id")
+            .trim()
+            .parse()
+            .expect("not a replica id")
     }
 
     /// A new API token for a non-admin `owner`.
@@ -118,7 +128,8 @@ impl TestApp {
             owner: owner.into(),
             is_admin: false,
         };
-        auth::create_token(&self.store(), &principal, Some("test")).expect("cannot create a token")
+        auth::create_token(self.store().as_ref(), &principal, Some("test"))
+            .expect("cannot create a token")
     }
 
     /// Locks a draft twin as a run starting a deploy would, returning the run that holds it.

@@ -14,7 +14,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use terrastream::domain::TwinId;
 use terrastream::state::MASK;
-use terrastream::store::Store;
 
 use crate::helpers::{json_body, TestApp};
 use crate::run_helpers::{

@@ -4,7 +4,7 @@
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 use terrastream::domain::{RunId, RunKind, TwinId};
-use terrastream::store::{NewRun, Store};
+use terrastream::store::NewRun;
 
 use crate::helpers::{assert_error, json_body, TestApp};
 use crate::run_helpers::{sandbox_config, spawn_run_app, Res};
@@ -17,6 +17,8 @@ fn record_run(app: &TestApp, twin_id: &str) -> String {
         twin_id: twin_id.parse::<TwinId>().unwrap(),
         kind: RunKind::Plan,
         actor: "recorder".into(),
+        // This gateway's, so none claims it from the queue to run it.
+        owner: Some(app.replica()),
     };
     let (run, _) = app.store().start_run(run, None).unwrap().unwrap();
     run.id.to_string()

@@ -12,7 +12,7 @@ mod kinds;
 mod recovery;
 mod steps;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,8 +31,8 @@ use super::workspace::{self, Workspace};
 use crate::auth::RunGrants;
 use crate::config::Settings;
 use crate::domain::{
-    DeploymentStatus, LockChange, Outcome, Run, RunEvent, RunGrant, RunId, RunKind, RunStep, Stage,
-    StatusMove, Twin, TwinEnd,
+    DeploymentStatus, LockChange, Outcome, ReplicaId, Run, RunEvent, RunGrant, RunId, RunKind,
+    RunStep, Stage, StatusMove, Twin, TwinEnd,
 };
 use crate::hub::{EventHub, HubError};
 use crate::metrics::Metrics;
@@ -59,6 +59,30 @@ pub enum RunError {
 /// Why a run whose monitor is gone too (the machine was lost) fails.
 pub const MONITOR_LOST: &str =
     "the run's monitor is gone (the machine or its processes were lost) before terraform ended";
+
+/// Why a run fails whose gateway stopped showing signs of life (another gateway settles it).
+pub const REPLICA_LOST: &str =
+    "the gateway running it was lost (no heartbeat within the lease) before terraform ended";
+
+/// How often a gateway shows it is alive, and looks for work: queued runs, cancels asked for
+/// elsewhere, runs of lost gateways.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A gateway silent this long is lost: another one takes over its runs. Longer than a
+/// restart takes, so an upgraded gateway adopts its own runs; short enough that a lost
+/// machine's runs are settled (and its twins unlocked) within 15 s.
+pub const REPLICA_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What became of a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelling {
+    /// terraform was asked to stop (here, or by the gateway that runs it).
+    Stopping,
+    /// The run was still waiting for a slot: it ends now, terraform never ran.
+    Dequeued,
+    /// The run is not running.
+    NotRunning,
+}
 
 /// Why a run stopped early.
 enum Stop {
@@ -131,6 +155,8 @@ pub struct SupervisorParts {
     pub isolation: Isolation,
     /// The one way twins change.
     pub twins: Arc<Twins>,
+    /// This gateway, among the gateways on one database.
+    pub replica: ReplicaId,
 }
 
 pub struct Supervisor {
@@ -138,10 +164,11 @@ pub struct Supervisor {
     masker: Masker,
     /// How terraform reaches the gateway's state backend; known once the gateway listens.
     backend_url: OnceLock<String>,
+    /// The runs this gateway works on.
     active: Mutex<HashMap<RunId, CancellationToken>>,
-    /// Free run slots; runs beyond the limit wait for one in arrival order.
+    /// Free run slots; runs beyond the limit wait in the store's queue, in arrival order,
+    /// for a free slot on any gateway.
     slots: Arc<Semaphore>,
-    queue: Mutex<VecDeque<RunId>>,
     /// Validations (short `terraform validate` commands) at once.
     validations: Arc<Semaphore>,
     accepting: AtomicBool,
@@ -165,7 +192,6 @@ impl Supervisor {
             backend_url: OnceLock::new(),
             active: Mutex::default(),
             slots: Arc::new(Semaphore::new(limit)),
-            queue: Mutex::default(),
             validations: Arc::new(Semaphore::new(limit)),
             accepting: AtomicBool::new(true),
             detach: CancellationToken::new(),
@@ -181,18 +207,26 @@ impl Supervisor {
     }
 
     /// 1 for the next run to get a slot; `None` when the run is not waiting.
-    pub fn queue_position(&self, run_id: &RunId) -> Option<usize> {
-        let queue = self.queue.lock().ok()?;
-        queue.iter().position(|id| id == run_id).map(|i| i + 1)
+    pub async fn queue_position(&self, run_id: &RunId) -> Result<Option<usize>, RunError> {
+        let queued = run_blocking(&self.parts.store, |s| s.queued_runs()).await?;
+        Ok(queued.iter().position(|id| id == run_id).map(|i| i + 1))
     }
 
-    /// Runs this gateway works on or has queued.
+    /// Runs this gateway works on.
     pub fn active_runs(&self) -> usize {
         self.active.lock().map_or(0, |active| active.len())
     }
 
-    pub fn pending_runs(&self) -> usize {
-        self.queue.lock().map_or(0, |queue| queue.len())
+    /// Runs waiting in the queue for a slot on any gateway.
+    pub async fn queued_runs(&self) -> Result<usize, RunError> {
+        Ok(run_blocking(&self.parts.store, |s| s.queued_runs())
+            .await?
+            .len())
+    }
+
+    /// This gateway, among the gateways on one database.
+    pub fn replica(&self) -> &ReplicaId {
+        &self.parts.replica
     }
 
     pub fn isolation(&self) -> &Isolation {
@@ -261,9 +295,10 @@ impl Supervisor {
     }
 
     /// Starts a run. With a free slot, the twin's move to deploying/destroying and its lock are
-    /// one compare-and-set (a conflict when another run holds it or the move is not allowed).
-    /// Without one, the run waits in the queue holding the twin's lock, and the twin moves only
-    /// when the run gets its slot: a run cancelled while it waits has changed nothing.
+    /// one compare-and-set (a conflict when another run holds it or the move is not allowed),
+    /// and the run is this gateway's. Without one, the run waits in the store's queue holding
+    /// the twin's lock, and the twin moves only when a gateway with a free slot claims it: a
+    /// run cancelled while it waits has changed nothing.
     pub async fn start(
         self: &Arc<Self>,
         twin: &Twin,
@@ -289,14 +324,30 @@ impl Supervisor {
             twin_id: twin.id.clone(),
             kind,
             actor: actor.to_owned(),
+            owner: slot.as_ref().map(|_| self.parts.replica.clone()),
         };
         let (run, twin) = self.parts.twins.start_run(new, change).await?;
-        self.launch(run.clone(), twin, slot, None);
+        match slot {
+            Some(slot) => self.launch(run.clone(), twin, Some(slot), None),
+            None => {
+                self.publish(
+                    &run.id,
+                    RunEvent::Stage {
+                        stage: Stage::Queued,
+                    },
+                );
+                if let Some(position) = self.queue_position(&run.id).await? {
+                    self.publish(&run.id, RunEvent::Queue { position });
+                }
+                // A slot may have come free meanwhile.
+                self.fill_slots().await;
+            }
+        }
         Ok(run)
     }
 
-    /// Walks `run` on the runs runtime: waits for its slot (unless it has one), its steps (from
-    /// `resume` for an adopted run), then records its end.
+    /// Walks `run` on the runs runtime: its steps (from `resume` for an adopted run), then
+    /// records its end; then the slot goes to the next queued run.
     fn launch(
         self: &Arc<Self>,
         run: Run,
@@ -305,24 +356,20 @@ impl Supervisor {
         resume: Option<Resume>,
     ) {
         let stop = CancellationToken::new();
+        if run.cancel_requested {
+            stop.cancel();
+        }
         if let Ok(mut active) = self.active.lock() {
             active.insert(run.id.clone(), stop.clone());
         }
-        let adopted = resume.is_some();
-        if slot.is_none() && !adopted {
-            self.enqueue(&run.id);
-        }
         let this = Arc::clone(self);
         let task = async move {
-            // The slot is held until the run's end is recorded, so the next run in the queue
-            // starts after this one has ended.
-            let (result, _slot) = if adopted {
-                (this.walk(&run, &twin, &stop, resume).await, slot)
-            } else {
-                match this.take_slot(&run, &twin, slot, &stop).await {
-                    Ok(slot) => (this.walk(&run, &twin, &stop, None).await, Some(slot)),
-                    Err(stop) => (Err(stop), None),
-                }
+            let result = match resume {
+                Some(resume) => this.walk(&run, &twin, &stop, Some(resume)).await,
+                None => match this.take_slot(&run, &twin, &stop).await {
+                    Ok(()) => this.walk(&run, &twin, &stop, None).await,
+                    Err(stop) => Err(stop),
+                },
             };
             match result {
                 Err(Stop::Detached) => {
@@ -333,48 +380,74 @@ impl Supervisor {
             if let Ok(mut active) = this.active.lock() {
                 active.remove(&run.id);
             }
+            // The slot is held until the run's end is recorded, so the next run in the queue
+            // starts after this one has ended.
+            drop(slot);
+            this.fill_slots().await;
         };
         self.tasks.spawn_on(task, &self.parts.runtime);
     }
 
-    /// Puts a run at the end of the queue and tells its readers where it stands.
-    fn enqueue(&self, run_id: &RunId) {
-        if let Ok(mut queue) = self.queue.lock() {
-            queue.push_back(run_id.clone());
-        }
-        self.publish(
-            run_id,
-            RunEvent::Stage {
-                stage: Stage::Queued,
-            },
-        );
-        if let Some(position) = self.queue_position(run_id) {
-            self.publish(run_id, RunEvent::Queue { position });
+    /// While this gateway has a free slot, claims the oldest queued run and starts it.
+    pub async fn fill_slots(self: &Arc<Self>) {
+        while self.is_accepting() {
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                return;
+            };
+            let me = self.parts.replica.clone();
+            let run = match run_blocking(&self.parts.store, move |s| s.claim_queued_run(&me)).await
+            {
+                Ok(Some(run)) => run,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::error!(%err, "could not look at the queue");
+                    return;
+                }
+            };
+            match self.parts.twins.get(&run.twin_id).await {
+                Ok(twin) => {
+                    tracing::info!(run_id = %run.id, "a queued run got a slot");
+                    self.launch(run, twin, Some(slot), None);
+                }
+                Err(err) => {
+                    tracing::error!(run_id = %run.id, %err, "a queued run's twin cannot be read");
+                    self.conclude(&run, Err(Stop::Unstarted(Some(err.to_string()))))
+                        .await;
+                }
+            }
+            self.publish_positions().await;
         }
     }
 
-    /// The run's slot: the one it got at start, or the next free one (waiting as `pending`,
-    /// its queue position streamed). A queued run then moves the twin to its working status.
-    /// Marks the run processing; [`Stop::Unstarted`] if it was cancelled while it waited.
+    /// Tells every run still waiting where it stands.
+    async fn publish_positions(&self) {
+        match run_blocking(&self.parts.store, |s| s.queued_runs()).await {
+            Ok(queued) => {
+                for (index, id) in queued.iter().enumerate() {
+                    self.publish(
+                        id,
+                        RunEvent::Queue {
+                            position: index + 1,
+                        },
+                    );
+                }
+            }
+            Err(err) => tracing::error!(%err, "could not read the queue"),
+        }
+    }
+
+    /// A run that got its slot starts: a queued one moves the twin to its working status now
+    /// (one that had a slot at once moved it already). Marks the run processing;
+    /// [`Stop::Unstarted`] if it was cancelled before.
     async fn take_slot(
         &self,
         run: &Run,
         twin: &Twin,
-        slot: Option<OwnedSemaphorePermit>,
         stop: &CancellationToken,
-    ) -> Result<OwnedSemaphorePermit, Stop> {
-        let permit = match slot {
-            Some(permit) => permit,
-            None => {
-                let acquired = tokio::select! {
-                    permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
-                    () = stop.cancelled() => None,
-                    () = self.detach.cancelled() => return Err(Stop::Detached),
-                };
-                self.leave_queue(&run.id);
-                acquired.ok_or(Stop::Unstarted(None))?
-            }
-        };
+    ) -> Result<(), Stop> {
+        if stop.is_cancelled() {
+            return Err(Stop::Unstarted(None));
+        }
         if let Some(status) = run.kind.working_status() {
             let twin_id = twin.id.clone();
             let current = run_blocking(&self.parts.store, move |s| s.get_twin(&twin_id))
@@ -417,31 +490,55 @@ impl Supervisor {
         {
             tracing::error!(run_id = %run.id, %err, "could not mark the run processing");
         }
-        Ok(permit)
+        Ok(())
     }
 
-    /// Takes a run out of the queue and tells the runs still waiting their new positions.
-    fn leave_queue(&self, run_id: &RunId) {
-        let waiting: Vec<RunId> = match self.queue.lock() {
-            Ok(mut queue) => {
-                queue.retain(|id| id != run_id);
-                queue.iter().cloned().collect()
+    /// Stops a run wherever it is: one SIGINT to terraform, then the kill after the grace
+    /// period, by this gateway or (asked through the store) by the one that runs it; a run
+    /// still in the queue is taken out of it and ends at once.
+    pub async fn cancel(self: &Arc<Self>, run_id: &RunId) -> Result<Cancelling, RunError> {
+        loop {
+            if self.cancel_here(run_id) {
+                return Ok(Cancelling::Stopping);
             }
-            Err(_) => return,
-        };
-        for (index, id) in waiting.iter().enumerate() {
-            self.publish(
-                id,
-                RunEvent::Queue {
-                    position: index + 1,
-                },
-            );
+            let id = run_id.clone();
+            let Some(run) = run_blocking(&self.parts.store, move |s| s.get_run(&id)).await? else {
+                return Ok(Cancelling::NotRunning);
+            };
+            if run.status.is_finished() {
+                return Ok(Cancelling::NotRunning);
+            }
+            if run.owner.is_none() {
+                let (id, me) = (run.id.clone(), self.parts.replica.clone());
+                let taken = run_blocking(&self.parts.store, move |s| {
+                    s.move_run(&id, None, Some(&me), None)
+                })
+                .await?;
+                if !taken {
+                    // A gateway claimed it meanwhile: cancel it there.
+                    continue;
+                }
+                let this = Arc::clone(self);
+                let task = async move {
+                    this.conclude(&run, Err(Stop::Unstarted(None))).await;
+                    this.publish_positions().await;
+                };
+                self.tasks.spawn_on(task, &self.parts.runtime);
+                return Ok(Cancelling::Dequeued);
+            }
+            let id = run.id.clone();
+            if !run_blocking(&self.parts.store, move |s| s.request_cancel(&id)).await? {
+                continue;
+            }
+            // Its owner hears of it at once, or at its next heartbeat; so does this gateway
+            // if the run is being started here.
+            self.cancel_here(run_id);
+            return Ok(Cancelling::Stopping);
         }
     }
 
-    /// Asks a run to stop: one SIGINT to terraform, then the kill after the grace period.
-    /// Returns false if the run is not active here.
-    pub fn cancel(&self, run_id: &RunId) -> bool {
+    /// Cancels the run if this gateway works on it; false otherwise.
+    pub fn cancel_here(&self, run_id: &RunId) -> bool {
         let token = self
             .active
             .lock()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::clock;
 use crate::config::ShutdownMode;
-use crate::domain::TwinId;
+use crate::domain::{RunStatus, TwinId};
 use crate::runs::monitor::StepDir;
 use crate::runs::process;
 use crate::runs::workspace::{ERRORED_STATE, PLAN_FILE};
@@ -22,8 +22,10 @@ pub struct RecoveryReport {
     pub adopted: usize,
     /// Their monitors were gone too: failed.
     pub settled: usize,
-    /// Still waiting for a slot: queued again.
+    /// Had a slot but had not started: started, or queued again.
     pub requeued: usize,
+    /// Monitors left on this machine of runs another gateway took over meanwhile: stopped.
+    pub stopped_strays: usize,
 }
 
 impl Supervisor {
@@ -121,24 +123,53 @@ impl Supervisor {
         Ok(())
     }
 
-    /// At start, in the background once the gateway listens: every run a previous life left
-    /// pending or processing. A run whose step's monitor still works, or recorded terraform's
-    /// end while no gateway was up, is adopted: it goes on from that step, its spool read from
-    /// where the last gateway stopped. One whose monitor is gone too is settled as failed. One
-    /// still waiting for a slot is queued again, oldest first.
+    /// At start, in the background once the gateway listens: every unfinished run this
+    /// gateway owned in a previous life. One whose step's monitor still works, or recorded
+    /// terraform's end while no gateway was up, is adopted: it goes on from that step, its
+    /// spool read from where the last gateway stopped. One whose monitor is gone too is
+    /// settled as failed. One that had claimed a slot but not started is started, or put back
+    /// in the queue. Runs other gateways own are theirs: they are never touched here unless
+    /// their gateway is lost ([`Supervisor::take_over_lost`]). Then the heartbeat starts and
+    /// queued runs get the free slots.
     pub async fn recover(self: &Arc<Self>) -> Result<RecoveryReport, RunError> {
+        // Alive first, so no other gateway takes over what is adopted here.
+        self.beat().await?;
+        let me = self.parts.replica.clone();
         let runs = run_blocking(&self.parts.store, |s| s.unfinished_runs()).await?;
         let mut report = RecoveryReport::default();
         for run in runs {
+            let mine = match &run.owner {
+                Some(owner) => *owner == me,
+                // Recorded working with no owner: left by a gateway from before owners.
+                None if run.status == RunStatus::Processing => {
+                    let (id, to) = (run.id.clone(), me.clone());
+                    run_blocking(&self.parts.store, move |s| {
+                        s.move_run(&id, None, Some(&to), None)
+                    })
+                    .await?
+                }
+                None => false,
+            };
+            if !mine {
+                continue;
+            }
             let twin_id = run.twin_id.clone();
             let Some(twin) = run_blocking(&self.parts.store, move |s| s.get_twin(&twin_id)).await?
             else {
                 continue;
             };
-            if run.status == crate::domain::RunStatus::Pending && run.step.is_none() {
-                tracing::info!(run_id = %run.id, "a queued run waits again for its slot");
-                let slot = Arc::clone(&self.slots).try_acquire_owned().ok();
-                self.launch(run, twin, slot, None);
+            if run.status == RunStatus::Pending && run.step.is_none() {
+                tracing::info!(run_id = %run.id, "a run that had a slot but had not started starts again");
+                match Arc::clone(&self.slots).try_acquire_owned() {
+                    Ok(slot) => self.launch(run, twin, Some(slot), None),
+                    Err(_) => {
+                        let (id, from) = (run.id.clone(), me.clone());
+                        run_blocking(&self.parts.store, move |s| {
+                            s.move_run(&id, Some(&from), None, None)
+                        })
+                        .await?;
+                    }
+                }
                 report.requeued += 1;
                 continue;
             }
@@ -157,8 +188,153 @@ impl Supervisor {
                 }
             }
         }
+        report.stopped_strays = self.stop_strays().await;
         self.recovered.store(true, Ordering::SeqCst);
+        let this = Arc::clone(self);
+        self.parts
+            .runtime
+            .spawn(async move { this.keep_alive().await });
+        self.fill_slots().await;
         Ok(report)
+    }
+
+    /// Monitors on this machine of runs this gateway no longer runs (another gateway took
+    /// them over while this one was away) are stopped: their terraform's backend credential
+    /// was revoked, and a second terraform may already work on the twin. Their step
+    /// directories go.
+    async fn stop_strays(&self) -> usize {
+        let runs_dir = self.parts.settings.data_dir.join("runs");
+        let Ok(entries) = std::fs::read_dir(&runs_dir) else {
+            return 0;
+        };
+        let mut stopped = 0;
+        for entry in entries.flatten() {
+            let Some(run_id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<RunId>().ok())
+            else {
+                continue;
+            };
+            if self.is_active(&run_id) {
+                continue;
+            }
+            let id = run_id.clone();
+            let run = match run_blocking(&self.parts.store, move |s| s.get_run(&id)).await {
+                Ok(run) => run,
+                Err(err) => {
+                    tracing::error!(%run_id, %err, "could not look up a run directory's run");
+                    continue;
+                }
+            };
+            let mine = run.as_ref().is_some_and(|r| {
+                !r.status.is_finished() && r.owner.as_ref() == Some(&self.parts.replica)
+            });
+            if mine {
+                continue;
+            }
+            let steps = std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten();
+            for step in steps {
+                let dir = StepDir::new(step.path());
+                if let Some(monitor) = dir.identity().filter(|m| process::is_alive(*m)) {
+                    tracing::warn!(%run_id, pid = monitor.pid, "stopping the monitor of a run another gateway took over");
+                    process::signal_monitor(monitor, nix::sys::signal::Signal::SIGUSR2);
+                    stopped += 1;
+                }
+            }
+            if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(%run_id, %err, "could not remove the run's directory");
+            }
+        }
+        stopped
+    }
+
+    /// This gateway is alive, at its backend address.
+    async fn beat(&self) -> Result<(), RunError> {
+        let me = self.parts.replica.clone();
+        let address = self.backend_url.get().cloned().unwrap_or_default();
+        run_blocking(&self.parts.store, move |s| s.heartbeat(&me, &address)).await?;
+        Ok(())
+    }
+
+    /// Every [`HEARTBEAT`] until shutdown: the heartbeat, then the runs of lost gateways,
+    /// cancels asked for through other gateways, and the queue.
+    async fn keep_alive(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.halt.cancelled() => return,
+            }
+            if let Err(err) = self.beat().await {
+                tracing::error!(%err, "could not record the heartbeat");
+                continue;
+            }
+            if let Err(err) = self.look_around().await {
+                tracing::error!(%err, "could not look at other gateways' runs");
+            }
+            self.fill_slots().await;
+        }
+    }
+
+    /// Cancels asked for elsewhere of runs working here (if their notice was missed), and
+    /// the runs of lost gateways: queued ones go back to the queue, working ones are settled.
+    async fn look_around(self: &Arc<Self>) -> Result<(), RunError> {
+        let (replicas, runs) = run_blocking(&self.parts.store, |s| {
+            Ok((s.replicas()?, s.unfinished_runs()?))
+        })
+        .await?;
+        let lease = REPLICA_LEASE.as_secs_f64();
+        let alive: Vec<&ReplicaId> = replicas
+            .iter()
+            .filter(|r| r.seconds_since_heartbeat < lease)
+            .map(|r| &r.id)
+            .collect();
+        for run in runs {
+            match &run.owner {
+                Some(owner) if *owner == self.parts.replica && run.cancel_requested => {
+                    self.cancel_here(&run.id);
+                }
+                Some(owner) if !alive.contains(&owner) => {
+                    self.take_over_lost(run.clone(), owner.clone()).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The run's gateway is lost (its monitors with it, as far as anyone here can tell): a
+    /// run that had not started goes back to the queue; a working one is taken over and
+    /// settled as failed, its twin unlocked. The owner's silence is checked again in the
+    /// statement that takes the run, so a gateway that comes back in time keeps it.
+    async fn take_over_lost(self: &Arc<Self>, run: Run, owner: ReplicaId) -> Result<(), RunError> {
+        let lease = REPLICA_LEASE.as_secs_f64();
+        let (id, from) = (run.id.clone(), owner.clone());
+        if run.status == RunStatus::Pending {
+            let requeued = run_blocking(&self.parts.store, move |s| {
+                s.move_run(&id, Some(&from), None, Some(lease))
+            })
+            .await?;
+            if requeued {
+                tracing::warn!(run_id = %run.id, replica = %owner, "the gateway that had claimed the run was lost: it is queued again");
+            }
+            return Ok(());
+        }
+        let me = self.parts.replica.clone();
+        let taken = run_blocking(&self.parts.store, move |s| {
+            s.move_run(&id, Some(&from), Some(&me), Some(lease))
+        })
+        .await?;
+        if taken {
+            tracing::warn!(run_id = %run.id, replica = %owner, "the gateway running it was lost: settling the run");
+            self.settle_dead_run(&run, REPLICA_LOST).await?;
+        }
+        Ok(())
     }
 
     /// Where an unfinished run goes on, or `None` when its monitor is gone with terraform.
@@ -238,6 +414,24 @@ impl Supervisor {
         }
     }
 
+    /// Is the unfinished run waiting in the queue, or working on a gateway that is alive?
+    async fn runs_elsewhere(&self, run: &Run) -> Result<bool, RunError> {
+        if run.status.is_finished() {
+            return Ok(false);
+        }
+        let Some(owner) = run.owner.clone() else {
+            return Ok(run.status == RunStatus::Pending);
+        };
+        if owner == self.parts.replica {
+            return Ok(false);
+        }
+        let replicas = run_blocking(&self.parts.store, |s| s.replicas()).await?;
+        let lease = REPLICA_LEASE.as_secs_f64();
+        Ok(replicas
+            .iter()
+            .any(|r| r.id == owner && r.seconds_since_heartbeat < lease))
+    }
+
     /// Brings a twin's status in line with reality: clears a lock whose run is not alive, then
     /// moves draft-with-resources to deployed, and deployed/error/destroy_failed without
     /// resources to draft. Returns what it changed, in words.
@@ -250,7 +444,13 @@ impl Supervisor {
             .filter(|r| twin.is_locked && !self.is_active(r))
         {
             let lookup = run_id.clone();
-            match run_blocking(store, move |s| s.get_run(&lookup)).await? {
+            let run = run_blocking(store, move |s| s.get_run(&lookup)).await?;
+            if let Some(run) = &run {
+                if self.runs_elsewhere(run).await? {
+                    return Ok(changes);
+                }
+            }
+            match run {
                 Some(run) if !run.status.is_finished() => {
                     self.settle_dead_run(
                         &run,
