@@ -8,9 +8,39 @@ cd "$root"
 
 "$root/scripts/setup.sh"
 
+# The tests start throwaway servers of their own: PostgreSQL (Debian's binaries, a cluster in
+# a temporary directory, run as the postgres user) and nginx (the load balancer in front of
+# the replica suite's gateways). Installed here when missing, never started as services.
+need=()
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
+[[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || need+=(nginx)
+if [[ ${#need[@]} -gt 0 ]]; then
+    if [[ "$(id -u)" -ne 0 ]]; then
+        echo "test: missing ${need[*]}: sudo apt-get install -y ${need[*]}" >&2
+        exit 1
+    fi
+    echo "test: installing ${need[*]} with apt-get (their services are not started)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # Packages must not start servers (or make a cluster) on this machine.
+    mkdir -p /etc/postgresql-common
+    [[ -f /etc/postgresql-common/createcluster.conf ]] ||
+        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
+    policy_added=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${need[@]}" >/dev/null
+    [[ -z "$policy_added" ]] || rm -f /usr/sbin/policy-rc.d
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace "$@"
+# The whole API suite again, every gateway on PostgreSQL: the same assertions on both stores.
+TERRASTREAM_TEST_STORE=postgres cargo test --test api "$@"
 
 # The dashboard in a real browser (e2e/dashboard.test.mjs): headless Chromium drives the
 # gateway binary, which runs real terraform against the sandbox provider. Screenshots go to

@@ -45,6 +45,9 @@ pub enum TokenCommand {
         admin: bool,
         #[arg(long, env = "TERRASTREAM_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        /// The gateways' PostgreSQL database, when they use one.
+        #[arg(long, env = "TERRASTREAM_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
 }
 
@@ -144,6 +147,11 @@ pub struct ServeArgs {
     /// the same across restarts so runs outlive them.
     #[arg(long, env = "TERRASTREAM_BACKEND_URL")]
     pub backend_url: Option<String>,
+    /// A PostgreSQL database (postgres://user:password@host/db) shared by every replica
+    /// (each with its own --data-dir and the same --state-key); default: SQLite in the data
+    /// directory.
+    #[arg(long, env = "TERRASTREAM_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -186,6 +194,7 @@ impl ServeArgs {
         settings.run_readable = self.run_readable.into_iter().filter(given).collect();
         settings.run_writable = self.run_writable.into_iter().filter(given).collect();
         settings.on_shutdown = self.on_shutdown;
+        settings.database_url = self.database_url.filter(|u| !u.trim().is_empty());
         settings.backend_url = self
             .backend_url
             .map(|u| u.trim_end_matches('/').to_owned())

@@ -3,7 +3,6 @@ use terrastream::app::Application;
 use terrastream::auth;
 use terrastream::cli::{Cli, Command, TokenCommand};
 use terrastream::domain::Principal;
-use terrastream::store::SqliteStore;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
@@ -18,7 +17,8 @@ fn main() -> anyhow::Result<()> {
 async fn gateway(command: Command) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,refinery_core=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -45,17 +45,21 @@ async fn gateway(command: Command) -> anyhow::Result<()> {
                     owner,
                     admin,
                     data_dir,
+                    database_url,
                 },
         } => {
-            let data_dir = terrastream::config::absolute(data_dir);
-            std::fs::create_dir_all(&data_dir)?;
-            let store = SqliteStore::open(&data_dir.join("terrastream.db"))?;
+            let mut settings = terrastream::config::Settings::new(data_dir);
+            settings.database_url = database_url.filter(|u| !u.trim().is_empty());
+            if settings.database_url.is_none() {
+                std::fs::create_dir_all(&settings.data_dir)?;
+            }
+            let store = terrastream::store::open(&settings)?;
             let principal = Principal {
                 owner: owner.trim().to_owned(),
                 is_admin: admin,
             };
             anyhow::ensure!(!principal.owner.is_empty(), "--owner must not be empty");
-            let token = auth::create_token(&store, &principal, Some("cli"))?;
+            let token = auth::create_token(store.as_ref(), &principal, Some("cli"))?;
             println!("{token}");
         }
     }

@@ -1,10 +1,12 @@
 //! Persistence behind a trait. The default implementation is SQLite; the trait is synchronous
 //! (implementations block) and callers run it off the async runtime with [`run_blocking`].
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
@@ -373,9 +375,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<HistoryEntry>>;
 }
 
-/// The store the settings name: SQLite in the data directory.
+/// The store the settings name: the PostgreSQL database of `--database-url`, or SQLite in
+/// the data directory.
 pub fn open(settings: &crate::config::Settings) -> anyhow::Result<Arc<dyn Store>> {
     use anyhow::Context;
+    if let Some(url) = &settings.database_url {
+        // The URL may hold a password: never in an error.
+        let store = PostgresStore::open(url).context("cannot open the PostgreSQL database")?;
+        return Ok(Arc::new(store));
+    }
     let path = settings.database_path();
     let store =
         SqliteStore::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -395,6 +403,17 @@ fn counts(events: &[NewEvent]) -> Vec<(&RunId, usize)> {
     counts
 }
 
+thread_local! {
+    /// This thread is one of the runtime's blocking threads (see [`run_blocking`]).
+    static BLOCKING_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// May a store call block this thread? Yes outside any async runtime and on the blocking
+/// threads [`run_blocking`] uses; not on a thread that drives async tasks.
+fn may_block() -> bool {
+    BLOCKING_THREAD.get() || tokio::runtime::Handle::try_current().is_err()
+}
+
 /// Runs a store call on the blocking pool, keeping the caller's tracing span.
 pub async fn run_blocking<T, F>(store: &Arc<dyn Store>, call: F) -> StoreResult<T>
 where
@@ -403,7 +422,10 @@ where
 {
     let store = Arc::clone(store);
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| call(store.as_ref())))
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        BLOCKING_THREAD.set(true);
+        span.in_scope(|| call(store.as_ref()))
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))?
 }

@@ -10,6 +10,17 @@ use terrastream::config::Settings;
 use terrastream::domain::{DeploymentStatus, Principal, ReplicaId, RunId, Twin, TwinId};
 use terrastream::store::{LockChange, StatusMove, Store};
 
+/// A fresh PostgreSQL database when the suite runs on PostgreSQL
+/// (`TERRASTREAM_TEST_STORE=postgres`; scripts/test.sh runs it both ways), else `None`: SQLite
+/// in the data directory.
+pub fn test_database_url() -> Option<String> {
+    match std::env::var("TERRASTREAM_TEST_STORE").as_deref() {
+        Ok("postgres") => Some(crate::postgres_cluster::cluster().new_database()),
+        Ok("sqlite") | Ok("") | Err(_) => None,
+        Ok(other) => panic!("TERRASTREAM_TEST_STORE={other}: expected sqlite or postgres"),
+    }
+}
+
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub address: String,
@@ -20,6 +31,8 @@ pub struct TestApp {
     pub settings: Settings,
     /// Kept so the data directory lives as long as the app.
     pub data_dir: TempDir,
+    /// The test's own connection to the app's database, opened on first use.
+    pub store: std::sync::OnceLock<std::sync::Arc<dyn Store>>,
 }
 
 /// A gateway with the defaults `terrastream serve` would use.
@@ -36,6 +49,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     settings.monitor_program = Some(env!("CARGO_BIN_EXE_terrastream").into());
     // Tests start from a gateway without twins, whatever the default for the demo twin.
     settings.create_demo = false;
+    settings.database_url = test_database_url();
     configure(&mut settings);
 
     let application =
@@ -56,6 +70,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
             .expect("cannot build the HTTP client"),
         settings,
         data_dir,
+        store: std::sync::OnceLock::new(),
     }
 }
 
@@ -110,7 +125,9 @@ impl TestApp {
     /// The store behind the running app, opened on the same database (SQLite's WAL allows a
     /// second connection to the file).
     pub fn store(&self) -> std::sync::Arc<dyn Store> {
-        terrastream::store::open(&self.settings).expect("cannot open the app's database")
+        std::sync::Arc::clone(self.store.get_or_init(|| {
+            terrastream::store::open(&self.settings).expect("cannot open the app's database")
+        }))
     }
 
     /// The gateway's replica id (kept in its data directory).

@@ -1,10 +1,14 @@
 //! The gateway over real HTTP: one test binary so it builds once (`cargo test --test api`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../common/postgres.rs"]
+mod postgres_cluster;
+
 mod adoption;
 mod auth;
 mod costs;
 mod dashboard;
+mod database_helpers;
 mod errors;
 mod first_start;
 mod fuzz;
@@ -20,5 +24,6 @@ mod runs;
 mod state_backend;
 mod state_helpers;
 mod status_machine;
+mod store_races;
 mod streams;
 mod twins;

@@ -15,12 +15,13 @@ use serde_json::{json, Value};
 use terrastream::domain::TwinId;
 use terrastream::state::MASK;
 
+use crate::database_helpers::database_bytes;
 use crate::helpers::{json_body, TestApp};
 use crate::run_helpers::{
     assert_well_formed, done, lines, sandbox_config, spawn_run_app, spawn_run_app_with,
     stage_lines, stages, statuses, Cursor, SseEvent, SseStream,
 };
-use crate::state_helpers::{contains, database_bytes, infrastructure};
+use crate::state_helpers::{contains, infrastructure};
 
 /// The demo twin's resources, as terraform addresses them.
 const DEMO_ADDRESSES: [&str; 12] = [
@@ -559,7 +560,7 @@ async fn a_deploy_applies_the_current_preview_exactly_once() {
         .collect();
     let plan_events = app.all_events(&token, &plan_id).await;
     let shown = format!("{plan} {plan_events:?}");
-    let database = database_bytes(&app.settings.data_dir);
+    let database = database_bytes(&app);
     for secret in &secrets {
         assert!(!shown.contains(secret.as_str()), "a secret in the preview");
         assert!(

@@ -53,10 +53,14 @@ pub async fn start_gateway_with_env(args: &[&str], env: &[(&str, &str)]) -> Gate
     let data_dir = tempfile::tempdir().expect("cannot create a temporary data directory");
     let logs = tempfile::tempdir().expect("cannot create a directory for logs");
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let env: Vec<(String, String)> = env
+    let mut env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
+    let database_url = crate::helpers::test_database_url();
+    if let Some(url) = &database_url {
+        env.push(("TERRASTREAM_DATABASE_URL".into(), url.clone()));
+    }
     let port = free_port();
     let (child, address) = launch(data_dir.path(), port, &args, &env, &log_path(&logs, 1)).await;
     let token_file = Settings::new(data_dir.path()).admin_token_path();
@@ -66,6 +70,7 @@ pub async fn start_gateway_with_env(args: &[&str], env: &[(&str, &str)]) -> Gate
         .to_owned();
     let mut settings = Settings::new(data_dir.path());
     settings.tools_dir = Some(tools_dir());
+    settings.database_url = database_url;
     GatewayProcess {
         app: TestApp {
             address,
@@ -73,6 +78,7 @@ pub async fn start_gateway_with_env(args: &[&str], env: &[(&str, &str)]) -> Gate
             client: client(),
             settings,
             data_dir,
+            store: std::sync::OnceLock::new(),
         },
         child,
         args,

@@ -437,17 +437,7 @@ async fn a_database_held_busy_during_a_deploy_delays_it_and_loses_nothing() {
 
     // Another process's write transaction holds the database for two seconds, while terraform
     // plans and applies (taking and writing its state through the gateway).
-    let database = app.settings.database_path();
-    let (held, is_held) = tokio::sync::oneshot::channel();
-    let holder = tokio::task::spawn_blocking(move || {
-        let connection = rusqlite::Connection::open(database).unwrap();
-        connection.busy_timeout(Duration::from_secs(30)).unwrap();
-        connection.execute_batch("BEGIN IMMEDIATE").unwrap();
-        held.send(()).unwrap();
-        std::thread::sleep(Duration::from_secs(2));
-        connection.execute_batch("COMMIT").unwrap();
-    });
-    is_held.await.unwrap();
+    let holder = crate::database_helpers::hold_writes(&app, Duration::from_secs(2)).await;
     events.extend(stream.read_to_end().await);
     holder.await.unwrap();
 
@@ -485,17 +475,10 @@ async fn while_events_cannot_be_stored_readyz_is_503_and_the_run_keeps_every_eve
     assert_eq!(readiness(&app).await.0, StatusCode::OK);
 
     // Simulates a full disk for the event store only: a trigger (made on this test's own
-    // connection to the gateway's database) makes every insert into run_events fail with
-    // SQLite's "database or disk is full" message, as a full filesystem would, while the rest
-    // of the database (runs, twins, terraform state) keeps working.
-    let database = rusqlite::Connection::open(app.settings.database_path()).unwrap();
-    database.busy_timeout(Duration::from_secs(30)).unwrap();
-    database
-        .execute_batch(
-            "CREATE TRIGGER simulated_disk_full BEFORE INSERT ON run_events \
-             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-        )
-        .unwrap();
+    // connection to the gateway's database) makes every insert into run_events fail with the
+    // database's "disk is full" error, as a full filesystem would, while the rest of the
+    // database (runs, twins, terraform state) keeps working.
+    let failing = crate::database_helpers::fail_event_inserts(&app);
 
     let run_id = app.start_run_ok(&token, &twin, "deploy").await;
     let deadline = Instant::now() + PATIENCE;
@@ -521,9 +504,7 @@ async fn while_events_cannot_be_stored_readyz_is_503_and_the_run_keeps_every_eve
     );
 
     // Space again: the writer's retries store everything it kept.
-    database
-        .execute_batch("DROP TRIGGER simulated_disk_full")
-        .unwrap();
+    failing.heal();
     let events = app.all_events(&token, &run_id).await;
     assert_well_formed(&events, &run_id);
     assert_eq!(

@@ -50,6 +50,7 @@ pub async fn spawn_run_app_with(configure: impl FnOnce(&mut Settings)) -> RunApp
     settings.keep_alive = Duration::from_secs(1);
     settings.cancel_grace = Duration::from_secs(30);
     settings.create_demo = false;
+    settings.database_url = crate::helpers::test_database_url();
     configure(&mut settings);
     let (server, address, new_token) = start(&settings);
     let app = TestApp {
@@ -58,6 +59,7 @@ pub async fn spawn_run_app_with(configure: impl FnOnce(&mut Settings)) -> RunApp
         client: client(),
         settings,
         data_dir,
+        store: std::sync::OnceLock::new(),
     };
     RunApp { app, server }
 }

@@ -10,13 +10,14 @@ use serde_json::{json, Value};
 
 use terrastream::app::Application;
 
+use crate::database_helpers::database_bytes;
 use crate::helpers::{assert_error, json_body, spawn_app, TestApp};
 use crate::run_helpers::{
     done, lines, sandbox_config, spawn_run_app, Res, RunApp, SseEvent, SseStream,
 };
 use crate::state_helpers::{
-    backend, backend_state, contains, database_bytes, get_ok, infrastructure, sandbox_addresses,
-    sandbox_secrets, versions, Cli,
+    backend, backend_state, contains, get_ok, infrastructure, sandbox_addresses, sandbox_secrets,
+    versions, Cli,
 };
 
 /// A LockInfo as terraform sends it.
@@ -366,7 +367,7 @@ async fn state_is_encrypted_at_rest_and_only_the_original_key_opens_it() {
     cli.apply().await;
     assert_eq!(app.sandbox_ids(&by_cli).len(), 2);
 
-    let raw = database_bytes(&app.settings.data_dir);
+    let raw = database_bytes(&app);
     let mut secret_texts: Vec<String> = sandbox_secrets(&app, &deployed);
     secret_texts.extend(sandbox_secrets(&app, &by_cli));
     // A twin's non-sensitive outputs are kept beside it, as GET /twins answers them; the rest

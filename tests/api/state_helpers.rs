@@ -3,7 +3,7 @@
 //! auth, and readers of state versions, infrastructure status and the database files.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use reqwest::{Method, Response, StatusCode};
@@ -265,17 +265,6 @@ pub async fn versions(app: &TestApp, twin_id: &str) -> Vec<Value> {
 
 pub async fn infrastructure(app: &TestApp, twin_id: &str) -> Value {
     get_ok(app, twin_id, "/infrastructure-status").await
-}
-
-/// The raw bytes of the database and its write-ahead log, as they are on disk.
-pub fn database_bytes(data_dir: &Path) -> Vec<u8> {
-    let mut bytes = std::fs::read(data_dir.join("terrastream.db")).expect("no database file");
-    match std::fs::read(data_dir.join("terrastream.db-wal")) {
-        Ok(wal) => bytes.extend(wal),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => panic!("cannot read the WAL: {err}"),
-    }
-    bytes
 }
 
 pub fn contains(haystack: &[u8], needle: &str) -> bool {
