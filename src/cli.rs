@@ -152,6 +152,10 @@ pub struct ServeArgs {
     /// directory.
     #[arg(long, env = "TERRASTREAM_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Where the sandbox provider keeps its objects (default: <data-dir>/sandbox); give
+    /// replicas the same one, as they would share a real cloud.
+    #[arg(long, env = "TERRASTREAM_SANDBOX_DIR")]
+    pub sandbox_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -195,6 +199,7 @@ impl ServeArgs {
         settings.run_writable = self.run_writable.into_iter().filter(given).collect();
         settings.on_shutdown = self.on_shutdown;
         settings.database_url = self.database_url.filter(|u| !u.trim().is_empty());
+        settings.sandbox_dir = self.sandbox_dir.filter(given);
         settings.backend_url = self
             .backend_url
             .map(|u| u.trim_end_matches('/').to_owned())

@@ -71,6 +71,9 @@ pub struct Settings {
     /// A PostgreSQL database (`postgres://...`) shared by every replica; default: SQLite in
     /// the data directory.
     pub database_url: Option<String>,
+    /// Where the sandbox provider keeps its objects (its "cloud"); default
+    /// `<data-dir>/sandbox`. Replicas share one, as they would share a real cloud.
+    pub sandbox_dir: Option<PathBuf>,
 }
 
 /// What a graceful stop does to the runs that are working.
@@ -152,6 +155,7 @@ impl Settings {
             on_shutdown: ShutdownMode::default(),
             backend_url: None,
             database_url: None,
+            sandbox_dir: None,
         }
     }
 
@@ -167,6 +171,7 @@ impl Settings {
         self.run_readable = self.run_readable.into_iter().map(absolute).collect();
         self.run_writable = self.run_writable.into_iter().map(absolute).collect();
         self.monitor_program = self.monitor_program.map(absolute);
+        self.sandbox_dir = self.sandbox_dir.map(absolute);
         self.terraform = self.terraform.map(|program| {
             let bare = program.components().count() == 1 && !program.is_absolute();
             match bare.then(|| on_path(&program)).flatten() {
@@ -179,6 +184,13 @@ impl Settings {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("terrastream.db")
+    }
+
+    /// The sandbox provider's "cloud": every twin's objects, a directory each.
+    pub fn sandbox_root(&self) -> PathBuf {
+        self.sandbox_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("sandbox"))
     }
 
     pub fn replica_id_path(&self) -> PathBuf {

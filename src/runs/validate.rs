@@ -49,16 +49,19 @@ pub async fn validate(
 ) -> Result<Validation, ValidateError> {
     let toolchain = Toolchain::find(settings).await?;
     let dir = workspace::preview_dir(&settings.data_dir, &RunId::generate());
-    let (target, data_dir, owned, tools) = (
+    let (target, data_dir, sandbox_root, owned, tools) = (
         dir.clone(),
         settings.data_dir.clone(),
+        settings.sandbox_root(),
         twin.clone(),
         toolchain.clone(),
     );
-    tokio::task::spawn_blocking(move || workspace::prepare(&target, &data_dir, &owned, &tools))
-        .await
-        .map_err(|e| ValidateError::Failed(e.to_string()))?
-        .map_err(|e| ValidateError::Failed(e.to_string()))?;
+    tokio::task::spawn_blocking(move || {
+        workspace::prepare(&target, &data_dir, &sandbox_root, &owned, &tools)
+    })
+    .await
+    .map_err(|e| ValidateError::Failed(e.to_string()))?
+    .map_err(|e| ValidateError::Failed(e.to_string()))?;
     let result = run_validation(settings, isolation, &toolchain, &dir, stop).await;
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     result

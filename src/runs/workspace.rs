@@ -37,10 +37,10 @@ pub struct WorkspaceError {
 impl Workspace {
     /// The workspace a run prepared before the gateway restarted: left as it is (terraform may
     /// be working in it).
-    pub fn existing(dir: &Path, data_dir: &Path, twin_id: &TwinId) -> Self {
+    pub fn existing(dir: &Path, sandbox_root: &Path, twin_id: &TwinId) -> Self {
         Self {
             dir: dir.to_path_buf(),
-            sandbox_dir: sandbox_dir(data_dir, twin_id),
+            sandbox_dir: sandbox_dir(sandbox_root, twin_id),
         }
     }
 }
@@ -55,8 +55,10 @@ pub fn preview_dir(data_dir: &Path, run_id: &RunId) -> PathBuf {
     data_dir.join("previews").join(run_id.as_str())
 }
 
-pub fn sandbox_dir(data_dir: &Path, twin_id: &TwinId) -> PathBuf {
-    data_dir.join("sandbox").join(twin_id.as_str())
+/// The twin's objects in the sandbox provider's "cloud" under `sandbox_root`
+/// ([`crate::config::Settings::sandbox_root`]).
+pub fn sandbox_dir(sandbox_root: &Path, twin_id: &TwinId) -> PathBuf {
+    sandbox_root.join(twin_id.as_str())
 }
 
 /// Writes the twin's current files (removing ones an earlier configuration had) and its
@@ -64,6 +66,7 @@ pub fn sandbox_dir(data_dir: &Path, twin_id: &TwinId) -> PathBuf {
 pub fn prepare(
     dir: &Path,
     data_dir: &Path,
+    sandbox_root: &Path,
     twin: &Twin,
     toolchain: &Toolchain,
 ) -> Result<Workspace, WorkspaceError> {
@@ -104,7 +107,7 @@ pub fn prepare(
     std::fs::write(dir.join(MANIFEST), manifest).map_err(fail)?;
     keep_lock_file(&dir, &work_dir(data_dir, &twin.id), twin, toolchain).map_err(fail)?;
 
-    let sandbox_dir = sandbox_dir(data_dir, &twin.id);
+    let sandbox_dir = sandbox_dir(sandbox_root, &twin.id);
     std::fs::create_dir_all(&sandbox_dir).map_err(|source| WorkspaceError {
         dir: sandbox_dir.clone(),
         source,

@@ -331,7 +331,7 @@ impl TestApp {
     }
 
     pub fn sandbox_dir(&self, twin_id: &str) -> PathBuf {
-        self.settings.data_dir.join("sandbox").join(twin_id)
+        self.settings.sandbox_root().join(twin_id)
     }
 
     pub fn work_dir(&self, twin_id: &str) -> PathBuf {

@@ -498,15 +498,17 @@ impl Supervisor {
     /// still in the queue is taken out of it and ends at once.
     pub async fn cancel(self: &Arc<Self>, run_id: &RunId) -> Result<Cancelling, RunError> {
         loop {
-            if self.cancel_here(run_id) {
-                return Ok(Cancelling::Stopping);
-            }
+            // The store first: a run whose end is written is over, even while this gateway
+            // is still letting go of it.
             let id = run_id.clone();
             let Some(run) = run_blocking(&self.parts.store, move |s| s.get_run(&id)).await? else {
                 return Ok(Cancelling::NotRunning);
             };
             if run.status.is_finished() {
                 return Ok(Cancelling::NotRunning);
+            }
+            if self.cancel_here(run_id) {
+                return Ok(Cancelling::Stopping);
             }
             if run.owner.is_none() {
                 let (id, me) = (run.id.clone(), self.parts.replica.clone());
@@ -618,12 +620,13 @@ impl Supervisor {
             workspace::preview_dir(&self.parts.settings.data_dir, &run.id)
         };
         let data_dir = self.parts.settings.data_dir.clone();
+        let sandbox_root = self.parts.settings.sandbox_root();
         let workspace = match &resume {
-            Some(_) => Workspace::existing(&dir, &data_dir, &twin.id),
+            Some(_) => Workspace::existing(&dir, &sandbox_root, &twin.id),
             None => {
                 let (owned, tools) = (twin.clone(), toolchain.clone());
                 tokio::task::spawn_blocking(move || {
-                    workspace::prepare(&dir, &data_dir, &owned, &tools)
+                    workspace::prepare(&dir, &data_dir, &sandbox_root, &owned, &tools)
                 })
                 .await
                 .map_err(|e| Stop::failed(e.to_string()))?
