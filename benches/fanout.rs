@@ -2,7 +2,7 @@
 //! own process; this process is the clients. Figures and how to read them: docs/performance.md.
 //!
 //! ```text
-//! cargo bench --bench fanout -- [--only fanout,idle,deploy] [--clients 0,1000,10000]
+//! cargo bench --bench fanout -- [--only fanout,idle,deploy,replicas,store] [--clients 0,1000,10000]
 //!     [--rate 100] [--lines 1000] [--idle 1000,10000] [--reps 3] [--connect-parallel 256]
 //!     [--gateway target/release/terrastream]
 //! ```
@@ -13,6 +13,10 @@
 //!   delay from write to receipt (p50/p90/p99/max over every line and client), events/s
 //!   delivered, and the run's duration against the same stand-in run bare.
 //! - `idle`: the gateway's RSS before and after K idle streams on a parked run.
+//! - `replicas`: the `fanout` run on gateway A with its clients spread over the gateways: one
+//!   on SQLite, one on PostgreSQL, three replicas on one PostgreSQL database (a throwaway
+//!   server with PostgreSQL's default durability); delays on A and on the others.
+//! - `store`: events one writer appends per second, SQLite against PostgreSQL.
 //! - `deploy`: examples/demo with the real terraform from tools/ (scripts/setup.sh), bare
 //!   (init, plan, apply, output) against a deploy through the gateway, median of `--reps`.
 
@@ -31,6 +35,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+// The tests' throwaway PostgreSQL (its shared per-process cluster is not used here).
+#[allow(dead_code)]
+#[path = "../tests/common/postgres.rs"]
+mod postgres_cluster;
+#[path = "fanout/replicas.rs"]
+mod replicas;
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_terrastream");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -122,6 +133,12 @@ async fn run(options: Options) -> Result<()> {
     }
     if options.only.iter().any(|o| o == "deploy") {
         deploy_suite(tmp.path(), &options).await?;
+    }
+    if options.only.iter().any(|o| o == "replicas") {
+        replicas::replicas_suite(tmp.path(), &options).await?;
+    }
+    if options.only.iter().any(|o| o == "store") {
+        replicas::store_suite(tmp.path()).await?;
     }
     println!("\nload average at the end: {}", load_average());
     Ok(())
@@ -371,6 +388,17 @@ struct Gateway {
 
 impl Gateway {
     async fn start(binary: &Path, dir: &Path, extra: &[&std::ffi::OsStr]) -> Result<Self> {
+        Self::start_joining(binary, dir, extra, None).await
+    }
+
+    /// [`Gateway::start`] of a replica joining a database another one made: it uses that
+    /// one's admin `token` (it makes none of its own).
+    async fn start_joining(
+        binary: &Path,
+        dir: &Path,
+        extra: &[&std::ffi::OsStr],
+        token: Option<String>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
         let data_dir = dir.join("data");
@@ -407,9 +435,12 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let token = std::fs::read_to_string(data_dir.join("admin-token"))?
-            .trim()
-            .to_owned();
+        let token = match token {
+            Some(token) => token,
+            None => std::fs::read_to_string(data_dir.join("admin-token"))?
+                .trim()
+                .to_owned(),
+        };
         Ok(Self {
             child,
             pid,

@@ -1006,32 +1006,32 @@ impl Store for PostgresStore {
                 }
             }
             let mut stored = Vec::with_capacity(events.len());
-            if !next.is_empty() {
-                let insert = tx.prepare(
-                    "INSERT INTO run_events (run_id, seq, event, data) VALUES ($1, $2, $3, $4)",
+            for event in events {
+                let Some((_, seq)) = next.iter_mut().find(|(run, _)| **run == event.run_id) else {
+                    continue;
+                };
+                stored.push(StoredEvent {
+                    run_id: event.run_id.clone(),
+                    seq: *seq,
+                    event: event.event.clone(),
+                    data: event.data.clone(),
+                });
+                *seq += 1;
+            }
+            if !stored.is_empty() {
+                // The whole batch in one statement (one round trip, however many events).
+                let runs: Vec<&str> = stored.iter().map(|e| e.run_id.as_str()).collect();
+                let seqs = stored
+                    .iter()
+                    .map(|e| to_i64(e.seq))
+                    .collect::<StoreResult<Vec<i64>>>()?;
+                let names: Vec<&str> = stored.iter().map(|e| e.event.as_str()).collect();
+                let data: Vec<&str> = stored.iter().map(|e| e.data.as_str()).collect();
+                tx.execute(
+                    "INSERT INTO run_events (run_id, seq, event, data)
+                     SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[])",
+                    &[&runs, &seqs, &names, &data],
                 )?;
-                for event in events {
-                    let Some((_, seq)) = next.iter_mut().find(|(run, _)| **run == event.run_id)
-                    else {
-                        continue;
-                    };
-                    tx.execute(
-                        &insert,
-                        &[
-                            &event.run_id.as_str(),
-                            &to_i64(*seq)?,
-                            &event.event,
-                            &event.data,
-                        ],
-                    )?;
-                    stored.push(StoredEvent {
-                        run_id: event.run_id.clone(),
-                        seq: *seq,
-                        event: event.event.clone(),
-                        data: event.data.clone(),
-                    });
-                    *seq += 1;
-                }
             }
             for (run_id, at) in marks {
                 tx.execute(

@@ -2,6 +2,8 @@
 //! per test process (Debian's `postgresql` binaries, `initdb` in a temporary directory, run
 //! as the `postgres` user when the tests run as root), a fresh database per gateway. The
 //! server dies with the test process.
+// Test support (also built into the bench): a failure here is the test's failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -18,9 +20,9 @@ pub struct Cluster {
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
-/// The cluster of this test process, started on first use.
+/// The cluster of this test process, started on first use (throwaway: durability off).
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(|| off_runtime(Cluster::start))
+    CLUSTER.get_or_init(|| off_runtime(|| Cluster::start(false)))
 }
 
 /// Runs `call` on a thread of its own: the postgres client blocks on a runtime of its own,
@@ -57,7 +59,9 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
-    fn start() -> Self {
+    /// A cluster of its own; `durable`: PostgreSQL's defaults (fsync, synchronous commit),
+    /// as a benchmark should measure, else durability off for speed.
+    pub fn start(durable: bool) -> Self {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!("terrastream-pg-{}", std::process::id()));
         remove_stale_clusters();
@@ -87,7 +91,14 @@ impl Cluster {
             dir.join("initdb.log").display()
         );
         let port = free_port();
-        spawn_server(runner, bin.join("postgres"), data, dir.clone(), port);
+        spawn_server(
+            runner,
+            bin.join("postgres"),
+            data,
+            dir.clone(),
+            port,
+            durable,
+        );
         let cluster = Self { port };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -105,20 +116,32 @@ impl Cluster {
 
 /// Starts the server from a thread that lives as long as the process, so the server's
 /// parent-death signal fires when the test process ends, not when one test's thread does.
-fn spawn_server(runner: Runner, program: PathBuf, data: PathBuf, dir: PathBuf, port: u16) {
+fn spawn_server(
+    runner: Runner,
+    program: PathBuf,
+    data: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    durable: bool,
+) {
     let (started, wait) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let log = std::fs::File::create(dir.join("server.log")).expect("cannot create a log");
-        let child = runner
-            .command(&program)
+        let mut command = runner.command(&program);
+        command
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
             .arg("-k")
             .arg(&dir)
-            // Throwaway data: durability off, room for many gateways' pools.
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
+            // Room for many gateways' pools.
+            .args(["-c", "max_connections=400"]);
+        if !durable {
+            // Throwaway data: durability off.
+            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
+            command.args(["-c", "full_page_writes=off"]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot share the log"))
             .stderr(log)
