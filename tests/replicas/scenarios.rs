@@ -222,6 +222,7 @@ async fn when_a_and_its_monitors_are_lost_mid_apply_b_settles_the_run_within_15_
     // B's follower gets the end without reconnecting: the settling replica writes it.
     let rest = on_b.read_to_end().await;
     let settled_after = lost_at.elapsed();
+    eprintln!("the lost replica's run was settled {settled_after:?} after the loss");
     let last = rest.last().unwrap();
     assert_eq!(last.event, "done", "{rest:?}");
     assert_eq!(last.json()["outcome"], "failed");
