@@ -11,6 +11,7 @@ pub mod sse;
 mod state;
 mod templates;
 mod twins;
+mod ws;
 
 use actix_web::http::Method;
 use actix_web::middleware::from_fn;
@@ -113,6 +114,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("", web::get().to(runs::list_visible))
                 .route("/{id}", web::get().to(runs::get))
                 .route("/{id}/events", web::get().to(runs::events))
+                .route("/{id}/ws", web::get().to(ws::run_events))
                 .route("/{id}/logs", web::get().to(runs::logs))
                 .route("/{id}/cancel", web::post().to(runs::cancel_run)),
         );

@@ -280,12 +280,12 @@ pub async fn list_for_twin(
 }
 
 #[derive(Deserialize)]
-pub struct EventsQuery {
+pub(super) struct EventsQuery {
     last_event_id: Option<String>,
 }
 
 /// The resume cursor: `Last-Event-ID` (browsers) or `last_event_id` (the Flutter client).
-fn cursor(req: &HttpRequest, query: &EventsQuery) -> Result<u64, ApiError> {
+pub(super) fn cursor(req: &HttpRequest, query: &EventsQuery) -> Result<u64, ApiError> {
     let header = req
         .headers()
         .get("Last-Event-ID")

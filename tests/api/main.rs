@@ -27,3 +27,4 @@ mod status_machine;
 mod store_races;
 mod streams;
 mod twins;
+mod websocket;
