@@ -2,7 +2,8 @@
 //! own process; this process is the clients. Figures and how to read them: docs/performance.md.
 //!
 //! ```text
-//! cargo bench --bench fanout -- [--only fanout,idle,deploy,replicas,store] [--clients 0,1000,10000]
+//! cargo bench --bench fanout -- [--only fanout,idle,deploy,replicas,store,calibrate]
+//!     [--clients 0,1000,10000] [--rates 10,250]
 //!     [--rate 100] [--lines 1000] [--idle 1000,10000] [--reps 3] [--connect-parallel 256]
 //!     [--gateway target/release/terrastream]
 //! ```
@@ -13,6 +14,9 @@
 //!   delay from write to receipt (p50/p90/p99/max over every line and client), events/s
 //!   delivered, and the run's duration against the same stand-in run bare.
 //! - `idle`: the gateway's RSS before and after K idle streams on a parked run.
+//! - `calibrate`: for each of `--clients` (but 0) and each of `--rates`, 8 s of log lines
+//!   from a terrastream run and from a bare SSE emitter (this binary run again as a child,
+//!   nothing of terrastream), measured by the same clients: figures side by side, ratios.
 //! - `replicas`: the `fanout` run on gateway A with its clients spread over the gateways: one
 //!   on SQLite, one on PostgreSQL, three replicas on one PostgreSQL database (a throwaway
 //!   server with PostgreSQL's default durability); delays on A and on the others.
@@ -37,6 +41,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 // The tests' throwaway PostgreSQL (its shared per-process cluster is not used here).
+#[path = "fanout/calibrate.rs"]
+mod calibrate;
 #[allow(dead_code)]
 #[path = "../tests/common/postgres.rs"]
 mod postgres_cluster;
@@ -54,6 +60,8 @@ struct Options {
     clients: Vec<usize>,
     idle: Vec<usize>,
     rate: u32,
+    /// Lines per second of the calibration's runs.
+    rates: Vec<u32>,
     lines: u32,
     reps: usize,
     connect_parallel: usize,
@@ -74,6 +82,7 @@ fn options() -> Result<Options> {
         clients: vec![0, 1000, 10_000],
         idle: vec![1000, 10_000],
         rate: 100,
+        rates: vec![10, 250],
         lines: 1000,
         reps: 3,
         connect_parallel: 256,
@@ -91,6 +100,12 @@ fn options() -> Result<Options> {
             "--clients" => options.clients = parse_list(&value()?)?,
             "--idle" => options.idle = parse_list(&value()?)?,
             "--rate" => options.rate = value()?.parse()?,
+            "--rates" => {
+                options.rates = parse_list(&value()?)?
+                    .into_iter()
+                    .map(u32::try_from)
+                    .collect::<Result<_, _>>()?
+            }
             "--lines" => options.lines = value()?.parse()?,
             "--reps" => options.reps = value()?.parse()?,
             "--connect-parallel" => options.connect_parallel = value()?.parse()?,
@@ -113,6 +128,10 @@ fn options() -> Result<Options> {
 }
 
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve-emitter") {
+        return calibrate::serve_emitter(&args[2..]);
+    }
     let options = options()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -133,6 +152,9 @@ async fn run(options: Options) -> Result<()> {
     }
     if options.only.iter().any(|o| o == "deploy") {
         deploy_suite(tmp.path(), &options).await?;
+    }
+    if options.only.iter().any(|o| o == "calibrate") {
+        calibrate::calibrate_suite(tmp.path(), &options).await?;
     }
     if options.only.iter().any(|o| o == "replicas") {
         replicas::replicas_suite(tmp.path(), &options).await?;
