@@ -840,18 +840,24 @@ async fn attach(
             Arc::clone(&connect),
         ));
     }
+    wait_attached(&progress, count).await?;
+    Ok((clients, progress, started.elapsed().as_secs_f64()))
+}
+
+/// Waits until each of `count` clients has its first event (or has failed).
+async fn wait_attached(progress: &Progress, count: usize) -> Result<()> {
+    let started = Instant::now();
     loop {
         let settled =
             progress.ready.load(Ordering::SeqCst) + progress.failed.load(Ordering::SeqCst);
         if settled >= count {
-            break;
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(600) {
             bail!("only {settled} of {count} clients attached in 600 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok((clients, progress, started.elapsed().as_secs_f64()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -881,6 +887,15 @@ fn summarize(mut delays: Vec<u32>) -> Summary {
         p90: at(90.0),
         p99: at(99.0),
         max: at(100.0),
+    }
+}
+
+/// A delay in ms for a table, `-` when there was none.
+fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "-".to_owned()
+    } else {
+        format!("{v:.1}")
     }
 }
 
@@ -1051,13 +1066,6 @@ async fn fanout_once(
         0.0
     };
     let delays = summarize(results.into_iter().flat_map(|r| r.delays_us).collect());
-    let ms = |v: f64| {
-        if v.is_nan() {
-            "-".to_owned()
-        } else {
-            format!("{v:.1}")
-        }
-    };
     Ok(format!(
         "| {clients} | {attached} | {attach_secs:.1} | {} | {} | {} | {} | {} | {:.0} | {}/{clients} | {duration:.3} | {:+.1}% | {apply:.3} | {:+.1}% | {blocked_ms:.0} | {pipe_bytes} | {gateway_cpu:.1} | {own_cpu:.1} | {:.0} |",
         ms(delays.p50),

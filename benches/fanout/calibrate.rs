@@ -6,7 +6,6 @@
 //! its bytes shared by every client.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,8 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{
-    cpu_secs, free_port, now_ns, rfc3339_secs, sse_client, summarize, ClientResult, Gateway,
-    Options, Progress, StandIn,
+    cpu_secs, free_port, now_ns, rfc3339_secs, sse_client, summarize, wait_attached, ClientResult,
+    Gateway, Options, Progress, StandIn,
 };
 
 /// One row: clients and rate.
@@ -239,21 +238,6 @@ fn spawn_clients(
         ));
     }
     (set, progress)
-}
-
-async fn wait_attached(progress: &Progress, count: usize) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let settled =
-            progress.ready.load(Ordering::SeqCst) + progress.failed.load(Ordering::SeqCst);
-        if settled >= count {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("only {settled} of {count} clients attached");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn collect(mut set: JoinSet<ClientResult>) -> Result<Vec<ClientResult>> {

@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 
 use super::postgres_cluster::Cluster;
 use super::{
-    median, ns_field, rfc3339_secs, sse_client, summarize, ClientResult, Gateway, Options,
-    Progress, StandIn,
+    median, ms, ns_field, rfc3339_secs, sse_client, summarize, wait_attached, ClientResult,
+    Gateway, Options, Progress, StandIn,
 };
 
 /// The state key every replica of the bench is given.
@@ -141,18 +141,7 @@ async fn spread_once(
         let (progress, connect) = (Arc::clone(&progress), Arc::clone(&connect));
         set.spawn(async move { (at, sse_client(addr, request, progress, connect).await) });
     }
-    let started = Instant::now();
-    loop {
-        let settled = progress.ready.load(std::sync::atomic::Ordering::SeqCst)
-            + progress.failed.load(std::sync::atomic::Ordering::SeqCst);
-        if settled >= count {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("only {settled} of {count} clients attached");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_attached(&progress, count).await?;
     stand_in.release("gate", &twin)?;
     let expected = f64::from(options.lines) / f64::from(options.rate);
     let run = owner
@@ -190,13 +179,6 @@ async fn spread_once(
     let all = summarize(on_owner.iter().chain(&on_others).copied().collect());
     let owner_delays = summarize(on_owner);
     let other_delays = summarize(on_others);
-    let ms = |v: f64| {
-        if v.is_nan() {
-            "-".to_owned()
-        } else {
-            format!("{v:.1}")
-        }
-    };
     Ok(format!(
         "{} | {} | {} | {} | {} | {} | {complete}/{count} | {duration:.3} | {:+.1}%",
         ms(owner_delays.p50),

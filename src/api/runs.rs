@@ -279,6 +279,22 @@ pub async fn list_for_twin(
     ))
 }
 
+/// The run's last event number and whether it has ended. The number is read first, then the
+/// status: a run's end is stored in one transaction with its `done`, so a finished status
+/// means `last` is that `done`, sent or not yet.
+pub(super) async fn run_position(
+    store: &std::sync::Arc<dyn crate::store::Store>,
+    run_id: &RunId,
+) -> Result<(u64, bool), ApiError> {
+    let run_id = run_id.clone();
+    Ok(run_blocking(store, move |s| {
+        let last = s.last_event_seq(&run_id)?;
+        let finished = s.get_run(&run_id)?.is_some_and(|r| r.status.is_finished());
+        Ok((last, finished))
+    })
+    .await?)
+}
+
 #[derive(Deserialize)]
 pub(super) struct EventsQuery {
     last_event_id: Option<String>,
@@ -315,15 +331,7 @@ pub async fn events(
     let after = cursor(&req, &query)?;
     // Subscribe before reading the last stored number, so nothing slips between the two.
     let subscription = supervisor.hub().subscribe(&run.id, after);
-    let run_id = run.id.clone();
-    // The last number first, then the status: a run's end is stored in one transaction with
-    // its `done`, so a finished status here means `last` is that `done`, sent or not yet.
-    let (last, finished) = run_blocking(&store, move |s| {
-        let last = s.last_event_seq(&run_id)?;
-        let finished = s.get_run(&run_id)?.is_some_and(|r| r.status.is_finished());
-        Ok((last, finished))
-    })
-    .await?;
+    let (last, finished) = run_position(&store, &run.id).await?;
     if after > last {
         return Err(ApiError::Unprocessable(format!(
             "cursor {after} is beyond the run's last event ({last})"

@@ -11,14 +11,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
 
 use super::error::ApiError;
-use super::runs::{cursor, EventsQuery};
+use super::runs::{cursor, run_position, EventsQuery};
 use super::sse::StreamsEnd;
 use crate::config::Settings;
 use crate::domain::Principal;
 use crate::hub::Subscription;
 use crate::metrics::{Metrics, StreamGuard};
 use crate::runs::Supervisor;
-use crate::store::{run_blocking, StoredEvent};
+use crate::store::StoredEvent;
 
 /// The message of one event: `data` is the stored JSON as it is (one line).
 fn message(event: &StoredEvent) -> String {
@@ -74,16 +74,7 @@ pub async fn run_events(
     let run = supervisor.twins().visible_run(&principal, &path).await?;
     let after = cursor(&req, &query)?;
     let subscription = supervisor.hub().subscribe(&run.id, after);
-    let store = supervisor.store();
-    let run_id = run.id.clone();
-    // The last number first, then the status (as for SSE): a finished status here means
-    // `last` is the run's `done`.
-    let (last, finished) = run_blocking(&store, move |s| {
-        let last = s.last_event_seq(&run_id)?;
-        let finished = s.get_run(&run_id)?.is_some_and(|r| r.status.is_finished());
-        Ok((last, finished))
-    })
-    .await?;
+    let (last, finished) = run_position(&supervisor.store(), &run.id).await?;
     let (response, session, messages) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
     let guard = req
