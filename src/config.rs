@@ -71,6 +71,15 @@ pub struct Settings {
     /// A PostgreSQL database (`postgres://...`) shared by every replica; default: SQLite in
     /// the data directory.
     pub database_url: Option<String>,
+    /// Check every deployed twin for drift this often; off when `None`.
+    pub drift_interval: Option<Duration>,
+    /// Let webhooks reach loopback, private and link-local addresses.
+    pub webhook_allow_private: bool,
+    /// The first retry delay of a webhook delivery (5 s); the rest of the schedule scales with
+    /// it. Tests shorten it.
+    pub webhook_retry_unit: Duration,
+    /// How long one webhook attempt may take.
+    pub webhook_timeout: Duration,
 }
 
 /// What a graceful stop does to the runs that are working.
@@ -152,6 +161,10 @@ impl Settings {
             on_shutdown: ShutdownMode::default(),
             backend_url: None,
             database_url: None,
+            drift_interval: None,
+            webhook_allow_private: false,
+            webhook_retry_unit: Duration::from_secs(5),
+            webhook_timeout: Duration::from_secs(15),
         }
     }
 

@@ -73,6 +73,7 @@ impl From<RunError> for ApiError {
             RunError::Hub(err) => ApiError::internal(err),
             RunError::Twin(err) => err.into(),
             RunError::ShuttingDown => ApiError::Unavailable(err.to_string()),
+            RunError::Secrets(err) => err.into(),
         }
     }
 }

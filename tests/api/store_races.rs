@@ -60,6 +60,8 @@ fn new_twin(store: &Arc<dyn Store>, name: &str) -> TwinId {
         provider: "sandbox".parse().unwrap(),
         files: serde_json::from_value(serde_json::json!({ "main.tf": "" })).unwrap(),
         variables: Default::default(),
+        secret_variables: Default::default(),
+        credential_ids: Vec::new(),
     };
     let store = Arc::clone(store);
     crate::postgres_cluster::off_runtime(move || {
@@ -75,6 +77,8 @@ fn new_run(store: &Arc<dyn Store>, twin: &TwinId, owner: Option<ReplicaId>) -> R
         kind: RunKind::Plan,
         actor: "test".into(),
         owner,
+        secrets: None,
+        credentials: Vec::new(),
     };
     let store = Arc::clone(store);
     crate::postgres_cluster::off_runtime(move || store.start_run(run, None).unwrap().unwrap().0.id)
@@ -259,6 +263,9 @@ fn nothing_is_appended_after_a_run_ends_whoever_tries() {
         outputs: None,
         twin: None,
         result: None,
+        ended_at: clock::now(),
+        delete_credentials: Vec::new(),
+        messages: Vec::new(),
     };
     let (ended, late_finish) = {
         let (store, run) = (Arc::clone(&store), run.clone());
@@ -357,3 +364,4 @@ fn a_run_is_taken_from_its_gateway_only_after_the_gateway_falls_silent() {
     );
     assert_eq!(owner, Some(expected_owner));
 }
+
