@@ -445,12 +445,22 @@ pub async fn refresh(
     let twin = crate::store::run_blocking(&store, move |s| s.get_twin(&twin_id))
         .await?
         .ok_or_else(|| ApiError::NotFound("twin vanished".into()))?;
+    let mut drift_skipped = None;
     let drift_run = if twin.deployment_status == DeploymentStatus::Deployed && !twin.is_locked {
-        Some(
-            supervisor
-                .start(&twin, RunKind::Drift, &principal.owner)
-                .await?,
-        )
+        match supervisor
+            .start(&twin, RunKind::Drift, &principal.owner)
+            .await
+        {
+            Ok(run) => Some(run),
+            // The twin is reconciled all the same; the check waits for a renewed credential.
+            Err(crate::runs::RunError::Secrets(
+                expired @ crate::vault::VaultError::Expired { .. },
+            )) => {
+                drift_skipped = Some(expired.to_string());
+                None
+            }
+            Err(err) => return Err(err.into()),
+        }
     } else {
         None
     };
@@ -460,6 +470,7 @@ pub async fn refresh(
         "changes": report,
         "deployment_status": twin.deployment_status,
         "drift_job_id": drift_run.as_ref().map(|run| run.id.clone()),
+        "drift_skipped": drift_skipped,
         "events_url": drift_run.as_ref().map(|run| format!("/runs/{}/events", run.id)),
         "infrastructure": status_of(&store, &twin).await?,
     })))

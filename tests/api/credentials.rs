@@ -264,6 +264,45 @@ async fn a_credential_and_a_sensitive_variable_reach_terraform_masked_and_appear
     let leaks = files_holding(&gateway.settings.data_dir, &[&token_value, &password]);
     assert!(leaks.is_empty(), "files hold a secret: {leaks:?}");
     assert_database_hides(&gateway, &[&token_value, &password]);
+
+    // Once the credential has expired, the deployed twin's runs are refused; a refresh still
+    // reconciles it and says why it started no drift check.
+    let expired = gateway
+        .call(
+            Method::PUT,
+            &format!("/credentials/{credential_id}"),
+            &alice,
+            Some(&json!({"expires_at": "2001-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(expired.status(), StatusCode::OK);
+    let refused = gateway
+        .call(
+            Method::POST,
+            &format!("/twins/{twin_id}/deploy"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_error(refused, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable").await;
+    let refreshed = gateway
+        .call(
+            Method::POST,
+            &format!("/twins/{twin_id}/refresh"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let refreshed = json_body(refreshed).await;
+    assert_eq!(refreshed["drift_job_id"], Value::Null);
+    assert!(
+        refreshed["drift_skipped"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{refreshed}"
+    );
 }
 
 #[tokio::test]
