@@ -28,11 +28,15 @@ use crate::hub::EventHub;
 use crate::metrics::Metrics;
 use crate::runs::secrets::Credentials;
 use crate::runs::{
-    Isolation, IsolationMode, RecoveryReport, Supervisor, SupervisorParts, Toolchain,
+    DriftScheduler, Isolation, IsolationMode, RecoveryReport, Supervisor, SupervisorParts,
+    Toolchain,
 };
 use crate::state::{StateCipher, StateService};
 use crate::store::{Notice, NoticeHandler, Store};
 use crate::twins::Twins;
+use crate::vault::Vault;
+use crate::webhooks::worker::{WorkerHandle, WorkerSettings};
+use crate::webhooks::{DeliveryWorker, WebhookService};
 
 /// How long open connections get to finish once the server stops (event streams are ended
 /// before that).
@@ -48,6 +52,9 @@ pub struct Application {
     runs_runtime: RunsRuntime,
     /// Ends every open event stream at shutdown (clients reconnect to the next start).
     streams_end: web::Data<StreamsEnd>,
+    /// The webhook delivery worker and the drift scheduler, stopped and awaited at shutdown.
+    webhooks: WorkerHandle,
+    drift: Option<DriftScheduler>,
 }
 
 /// Runs and the event writer live on their own threads, so however busy the HTTP workers
@@ -105,7 +112,13 @@ impl Application {
             None => StateCipher::load_or_create(&settings.state_key_path()),
         }
         .context("cannot load the state key")?;
-        let state = Arc::new(StateService::open(Arc::clone(&store), cipher)?);
+        let vault = Arc::new(Vault::new(Arc::clone(&store), cipher.clone()));
+        let state = Arc::new(StateService::open(
+            Arc::clone(&store),
+            cipher.clone(),
+            Arc::clone(&vault),
+        )?);
+        let hooks = Arc::new(WebhookService::new(Arc::clone(&store), cipher));
         if new_admin_token.is_some() && settings.create_demo {
             let demo = crate::demo::new_twin("admin")?;
             let twin = state.create_twin(demo, &Twins::created("terrastream"), "terrastream")?;
@@ -138,7 +151,11 @@ impl Application {
             .with_label_values(&[isolation.mode().as_str()])
             .set(1);
         let grants = Arc::new(RunGrants::new(Arc::clone(&store)));
-        let twins = Arc::new(Twins::new(Arc::clone(&store), Arc::clone(&state)));
+        let twins = Arc::new(Twins::new(
+            Arc::clone(&store),
+            Arc::clone(&state),
+            Arc::clone(&vault),
+        ));
         let hub = EventHub::start(Arc::clone(&store), Arc::clone(&metrics), &runtime);
         let supervisor = Supervisor::new(SupervisorParts {
             settings: settings.clone(),
@@ -148,6 +165,7 @@ impl Application {
             grants: Arc::clone(&grants),
             runtime: runtime.clone(),
             credentials,
+            vault: Arc::clone(&vault),
             metrics: Arc::clone(&metrics),
             isolation,
             twins: Arc::clone(&twins),
@@ -184,6 +202,20 @@ impl Application {
                 }
             }
         });
+        let webhooks = DeliveryWorker::new(
+            Arc::clone(&store),
+            Arc::clone(&hooks),
+            WorkerSettings {
+                retry_unit: settings.webhook_retry_unit,
+                timeout: settings.webhook_timeout,
+                allow_private: settings.webhook_allow_private,
+            },
+        )
+        .context("cannot start the webhook worker")?
+        .spawn(&runtime);
+        let drift = settings
+            .drift_interval
+            .map(|interval| DriftScheduler::spawn(Arc::clone(&supervisor), interval, &runtime));
         let streams_end = web::Data::new(StreamsEnd::default());
         let streams = streams_end.clone();
 
@@ -195,6 +227,8 @@ impl Application {
         let catalog_data = web::Data::new(provider_catalog);
         let store_data: web::Data<dyn Store> = web::Data::from(Arc::clone(&store));
         let twins_data = web::Data::from(twins);
+        let vault_data = web::Data::from(vault);
+        let hooks_data = web::Data::from(hooks);
         let authenticator =
             web::Data::new(Authenticator::new(Arc::clone(&store), grants, &settings));
         let max_body = settings.max_body_bytes;
@@ -210,6 +244,8 @@ impl Application {
                 .app_data(authenticator.clone())
                 .app_data(supervisor_data.clone())
                 .app_data(state_data.clone())
+                .app_data(vault_data.clone())
+                .app_data(hooks_data.clone())
                 .app_data(metrics_data.clone())
                 .app_data(settings_data.clone())
                 .app_data(price_book_data.clone())
@@ -239,6 +275,8 @@ impl Application {
             settings,
             runs_runtime,
             streams_end: streams,
+            webhooks,
+            drift,
         })
     }
 
@@ -260,6 +298,8 @@ impl Application {
             settings,
             runs_runtime,
             streams_end,
+            webhooks,
+            drift,
             ..
         } = self;
         let handle = server.handle();
@@ -294,7 +334,11 @@ impl Application {
                 settings.shutdown_grace.max(settings.cancel_grace) + Duration::from_secs(5)
             }
         };
+        if let Some(drift) = drift {
+            drift.stop(Duration::from_secs(2)).await;
+        }
         supervisor.shutdown(mode, limit).await;
+        webhooks.stop(Duration::from_secs(2)).await;
         streams_end.0.cancel();
         handle.stop(true).await;
         let result = server

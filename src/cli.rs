@@ -156,6 +156,28 @@ pub struct ServeArgs {
     /// replicas the same one, as they would share a real cloud.
     #[arg(long, env = "TERRASTREAM_SANDBOX_DIR")]
     pub sandbox_dir: Option<PathBuf>,
+    /// Check every deployed twin for drift every this many seconds (off by default).
+    #[arg(long, env = "TERRASTREAM_DRIFT_INTERVAL_SECS")]
+    pub drift_interval_secs: Option<u64>,
+    /// Let webhooks reach loopback, private and link-local addresses (refused by default).
+    #[arg(long, env = "TERRASTREAM_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// The first retry delay of a webhook delivery in ms; the schedule scales with it (tests).
+    #[arg(
+        long,
+        env = "TERRASTREAM_WEBHOOK_RETRY_UNIT_MS",
+        default_value_t = 5000,
+        hide = true
+    )]
+    pub webhook_retry_unit_ms: u64,
+    /// How long one webhook attempt may take, in ms (tests).
+    #[arg(
+        long,
+        env = "TERRASTREAM_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 15000,
+        hide = true
+    )]
+    pub webhook_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -204,6 +226,11 @@ impl ServeArgs {
             .backend_url
             .map(|u| u.trim_end_matches('/').to_owned())
             .filter(|u| !u.is_empty());
+        settings.drift_interval = self.drift_interval_secs.filter(|n| *n > 0).map(secs);
+        settings.webhook_allow_private = self.webhook_allow_private;
+        let millis = std::time::Duration::from_millis;
+        settings.webhook_retry_unit = millis(self.webhook_retry_unit_ms.max(1));
+        settings.webhook_timeout = millis(self.webhook_timeout_ms.max(1));
         settings.with_absolute_paths()
     }
 }

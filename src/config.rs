@@ -74,6 +74,15 @@ pub struct Settings {
     /// Where the sandbox provider keeps its objects (its "cloud"); default
     /// `<data-dir>/sandbox`. Replicas share one, as they would share a real cloud.
     pub sandbox_dir: Option<PathBuf>,
+    /// Check every deployed twin for drift this often; off when `None`.
+    pub drift_interval: Option<Duration>,
+    /// Let webhooks reach loopback, private and link-local addresses.
+    pub webhook_allow_private: bool,
+    /// The first retry delay of a webhook delivery (5 s); the rest of the schedule scales with
+    /// it. Tests shorten it.
+    pub webhook_retry_unit: Duration,
+    /// How long one webhook attempt may take.
+    pub webhook_timeout: Duration,
 }
 
 /// What a graceful stop does to the runs that are working.
@@ -156,6 +165,10 @@ impl Settings {
             backend_url: None,
             database_url: None,
             sandbox_dir: None,
+            drift_interval: None,
+            webhook_allow_private: false,
+            webhook_retry_unit: Duration::from_secs(5),
+            webhook_timeout: Duration::from_secs(15),
         }
     }
 

@@ -33,6 +33,8 @@ pub fn new_twin(owner: &str) -> Result<NewTwin, ValidationError> {
         provider: Provider::Sandbox,
         files: files()?,
         variables: BTreeMap::new(),
+        secret_variables: Default::default(),
+        credential_ids: Vec::new(),
     })
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Floors, each using only those below it: [`app`] (startup, shutdown) -> [`api`] (HTTP) ->
 //! [`runs`] (terraform processes) -> [`hub`] (event sequence, storage, fan-out) and
-//! [`state`] (terraform's state backend, encrypted) -> [`store`] (persistence) ->
+//! [`state`] (terraform's state backend, encrypted), [`twins`] (the one way to change a
+//! twin) and [`webhooks`] (signed deliveries from an outbox) -> [`vault`] (credentials and
+//! sensitive variables, sealed) -> [`store`] (persistence) ->
 //! [`domain`] (twins, runs and the status machine). Beside them: [`costs`] and [`catalog`]
 //! (price book and provider catalog data), [`metrics`], and the sandbox provider in its own
 //! crate (`sandbox-provider/`).
@@ -24,3 +26,5 @@ pub mod runs;
 pub mod state;
 pub mod store;
 pub mod twins;
+pub mod vault;
+pub mod webhooks;

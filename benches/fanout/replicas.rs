@@ -256,6 +256,8 @@ fn append_for(store: &dyn Store, batch: usize, length: Duration) -> Result<(f64,
             provider: "sandbox".parse()?,
             files: serde_json::from_value(json!({ "main.tf": "" }))?,
             variables: Default::default(),
+            secret_variables: Default::default(),
+            credential_ids: Vec::new(),
         },
         &terrastream::twins::Twins::created("bench"),
     )?;
@@ -265,6 +267,8 @@ fn append_for(store: &dyn Store, batch: usize, length: Duration) -> Result<(f64,
         kind: RunKind::Deploy,
         actor: "bench".into(),
         owner: Some(ReplicaId::generate()),
+        secrets: None,
+        credentials: Vec::new(),
     };
     let (run, _) = store
         .start_run(run, None)?

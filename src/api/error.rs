@@ -54,7 +54,36 @@ impl From<TwinError> for ApiError {
             TwinError::Refused(refusal) => refusal.into(),
             TwinError::Store(err) => err.into(),
             TwinError::State(err) => err.into(),
+            TwinError::Vault(err) => err.into(),
             TwinError::Busy(_) => ApiError::Unavailable(err.to_string()),
+        }
+    }
+}
+
+impl From<crate::vault::VaultError> for ApiError {
+    fn from(err: crate::vault::VaultError) -> Self {
+        use crate::vault::VaultError as E;
+        match err {
+            E::Invalid(why) => ApiError::Unprocessable(why),
+            E::NotFound(what) => ApiError::NotFound(what),
+            in_use @ E::InUse { .. } => {
+                ApiError::Conflict(Conflict::new("credential_in_use", in_use.to_string()))
+            }
+            expired @ E::Expired { .. } => ApiError::Unprocessable(expired.to_string()),
+            E::Store(err) => err.into(),
+            other @ (E::Cipher(_) | E::Corrupt(_)) => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::webhooks::WebhookError> for ApiError {
+    fn from(err: crate::webhooks::WebhookError) -> Self {
+        use crate::webhooks::WebhookError as E;
+        match err {
+            E::Invalid(why) => ApiError::Unprocessable(why),
+            E::NotFound(what) => ApiError::NotFound(what),
+            E::Store(err) => err.into(),
+            E::Cipher(err) => ApiError::internal(err),
         }
     }
 }

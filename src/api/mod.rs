@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod costs;
+mod credentials;
 mod dashboard;
 pub mod error;
 mod health;
@@ -11,6 +12,7 @@ pub mod sse;
 mod state;
 mod templates;
 mod twins;
+mod webhooks;
 mod ws;
 
 use actix_web::http::Method;
@@ -75,6 +77,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     "/{id}/state/versions/{version}",
                     web::get().to(state::version_download),
                 )
+                .route(
+                    "/{id}/state/versions/{version}/restore",
+                    web::post().to(state::restore_version),
+                )
                 .route("/{id}/state/unlock", web::post().to(state::force_unlock))
                 .route("/{id}/outputs", web::get().to(state::outputs))
                 .route(
@@ -96,6 +102,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::method(backend_method("LOCK")).to(state::backend_lock))
                         .route(web::method(backend_method("UNLOCK")).to(state::backend_unlock)),
                 ),
+        )
+        .service(
+            web::scope("/credentials")
+                .wrap(from_fn(auth::require_principal))
+                .route("", web::get().to(credentials::list))
+                .route("", web::post().to(credentials::create))
+                .route("/{id}", web::get().to(credentials::get))
+                .route("/{id}", web::put().to(credentials::update))
+                .route("/{id}", web::delete().to(credentials::delete)),
+        )
+        .service(
+            web::scope("/webhooks")
+                .wrap(from_fn(auth::require_principal))
+                .route("", web::get().to(webhooks::list))
+                .route("", web::post().to(webhooks::create))
+                .route("/{id}", web::delete().to(webhooks::delete))
+                .route("/{id}/deliveries", web::get().to(webhooks::deliveries)),
         )
         .service(
             web::scope("/templates")

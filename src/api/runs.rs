@@ -73,6 +73,7 @@ impl From<RunError> for ApiError {
             RunError::Hub(err) => ApiError::internal(err),
             RunError::Twin(err) => err.into(),
             RunError::ShuttingDown => ApiError::Unavailable(err.to_string()),
+            RunError::Secrets(err) => err.into(),
         }
     }
 }
@@ -182,7 +183,15 @@ pub async fn cancel_run(
 ) -> Result<HttpResponse, ApiError> {
     let supervisor = supervisor.into_inner();
     let run = visible_run(supervisor.twins(), &principal, &path).await?;
-    match supervisor.cancel(&run.id).await? {
+    // The store says first whether it has ended (its end and its `done` are one write): the
+    // gateway that ran it lets go of it a moment after that, and a cancel in that moment would
+    // reach the run's token.
+    let outcome = if run.status.is_finished() {
+        Cancelling::NotRunning
+    } else {
+        supervisor.cancel(&run.id).await?
+    };
+    match outcome {
         Cancelling::NotRunning => Err(ApiError::Conflict(super::error::Conflict::new(
             "no_active_run",
             format!("run {} is not running ({})", run.id, run.status),

@@ -32,6 +32,8 @@ impl From<StateError> for ApiError {
             }
             StateError::Store(err) => err.into(),
             StateError::Cipher(err) => ApiError::internal(err),
+            StateError::Refused(refusal) => refusal.into(),
+            StateError::Busy => ApiError::Unavailable(err.to_string()),
         }
     }
 }
@@ -43,8 +45,7 @@ where
     F: FnOnce(&StateService) -> Result<T, StateError> + Send + 'static,
 {
     let state: Arc<StateService> = state.clone().into_inner();
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| work(&state)))
+    crate::store::blocking(move || work(&state))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::from)
@@ -242,8 +243,11 @@ pub async fn state_view(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
-    let twin_id = twin.id.clone();
-    let current = blocking(&state, move |s| s.current(&twin_id)).await?;
+    let owned = twin.clone();
+    let (current, masker) = blocking(&state, move |s| {
+        Ok((s.current(&owned.id)?, s.secret_masker(&owned)?))
+    })
+    .await?;
     let Some((version, plain)) = current else {
         return Ok(
             HttpResponse::Ok().json(json!({ "twin_id": twin.id, "version": null, "state": null }))
@@ -252,7 +256,7 @@ pub async fn state_view(
     let parsed: serde_json::Value = serde_json::from_slice(&plain).map_err(ApiError::internal)?;
     let mut view = version_view(&version);
     view["twin_id"] = json!(twin.id);
-    view["state"] = mask_state(&parsed);
+    view["state"] = masker.mask_json(mask_state(&parsed));
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -264,13 +268,16 @@ pub async fn outputs(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
-    let twin_id = twin.id.clone();
-    let current = blocking(&state, move |s| s.current(&twin_id)).await?;
+    let owned = twin.clone();
+    let (current, masker) = blocking(&state, move |s| {
+        Ok((s.current(&owned.id)?, s.secret_masker(&owned)?))
+    })
+    .await?;
     let outputs = match current {
         Some((_, plain)) => {
             let parsed: serde_json::Value =
                 serde_json::from_slice(&plain).map_err(ApiError::internal)?;
-            mask_outputs(&parsed["outputs"])
+            masker.mask_json(mask_outputs(&parsed["outputs"]))
         }
         None => json!({}),
     };
@@ -306,6 +313,28 @@ pub async fn version_download(
             format!("attachment; filename=\"{}-v{number}.tfstate\"", twin.id),
         ))
         .body(plain))
+}
+
+/// `POST /twins/{id}/state/versions/{n}/restore`: version `n`'s content becomes the current
+/// state as a new version (a serial above the current one, the current lineage), with a
+/// history row. 409 while a run locks the twin or terraform holds the state lock.
+pub async fn restore_version(
+    supervisor: web::Data<Supervisor>,
+    state: web::Data<StateService>,
+    principal: Principal,
+    path: web::Path<(String, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, number) = path.into_inner();
+    let twin = visible_twin(supervisor.twins(), &principal, &id).await?;
+    let (twin_id, actor) = (twin.id.clone(), principal.owner.clone());
+    let restored = blocking(&state, move |s| s.restore(&twin_id, number, &actor)).await?;
+    tracing::info!(twin_id = %twin.id, from = number, version = restored.version, "state version restored");
+    let twin = supervisor.twins().get(&twin.id).await?;
+    let mut answer = version_view(&restored);
+    answer["twin_id"] = json!(twin.id);
+    answer["restored_from"] = json!(number);
+    answer["terraform_outputs"] = json!(twin.terraform_outputs);
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// `POST /twins/{id}/state/unlock`: an admin releases a stuck state lock.
@@ -416,12 +445,22 @@ pub async fn refresh(
     let twin = crate::store::run_blocking(&store, move |s| s.get_twin(&twin_id))
         .await?
         .ok_or_else(|| ApiError::NotFound("twin vanished".into()))?;
+    let mut drift_skipped = None;
     let drift_run = if twin.deployment_status == DeploymentStatus::Deployed && !twin.is_locked {
-        Some(
-            supervisor
-                .start(&twin, RunKind::Drift, &principal.owner)
-                .await?,
-        )
+        match supervisor
+            .start(&twin, RunKind::Drift, &principal.owner)
+            .await
+        {
+            Ok(run) => Some(run),
+            // The twin is reconciled all the same; the check waits for a renewed credential.
+            Err(crate::runs::RunError::Secrets(
+                expired @ crate::vault::VaultError::Expired { .. },
+            )) => {
+                drift_skipped = Some(expired.to_string());
+                None
+            }
+            Err(err) => return Err(err.into()),
+        }
     } else {
         None
     };
@@ -431,6 +470,7 @@ pub async fn refresh(
         "changes": report,
         "deployment_status": twin.deployment_status,
         "drift_job_id": drift_run.as_ref().map(|run| run.id.clone()),
+        "drift_skipped": drift_skipped,
         "events_url": drift_run.as_ref().map(|run| format!("/runs/{}/events", run.id)),
         "infrastructure": status_of(&store, &twin).await?,
     })))

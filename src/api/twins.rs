@@ -9,11 +9,14 @@ use serde_json::json;
 use super::error::ApiError;
 use crate::catalog::{template_files, ProviderCatalog};
 use crate::domain::{
-    DeploymentStatus, FilePath, LockChange, NewTwin, Principal, Provider, StatusMove, Twin,
-    TwinFiles, TwinId, TwinName, TwinUpdate, ValidationError, Variables,
+    CredentialId, DeploymentStatus, FilePath, LockChange, Principal, Provider, StatusMove, Twin,
+    TwinFiles, TwinName, ValidationError, VariableInput,
 };
 use crate::store::run_blocking;
-use crate::twins::Twins;
+use crate::twins::{NewTwinInput, TwinEdit, Twins};
+
+/// Variables as a request gives them: plain values, or `{"value", "sensitive": true}`.
+type VariableInputs = BTreeMap<String, VariableInput>;
 
 /// Request bodies hold raw strings: a well-formed body with a bad value is a 422 that names the
 /// value, not a 400 about JSON.
@@ -29,6 +32,8 @@ pub struct CreateTwinRequest {
     /// A region and a size of the provider catalog, kept as the variables `region` and `size`.
     region: Option<String>,
     size: Option<String>,
+    /// The owner's credentials the twin's runs get.
+    credential_ids: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +42,7 @@ pub struct UpdateTwinRequest {
     name: Option<String>,
     files: Option<BTreeMap<String, String>>,
     variables: Option<serde_json::Map<String, serde_json::Value>>,
+    credential_ids: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -61,10 +67,10 @@ fn parse_files(raw: BTreeMap<String, String>) -> Result<TwinFiles, ValidationErr
 }
 
 /// Variable names as terraform accepts them: a letter or underscore, then letters, digits,
-/// underscores and dashes.
+/// underscores and dashes. A value may be marked sensitive: `{"value": ..., "sensitive": true}`.
 fn parse_variables(
     raw: serde_json::Map<String, serde_json::Value>,
-) -> Result<Variables, ValidationError> {
+) -> Result<VariableInputs, ValidationError> {
     for name in raw.keys() {
         let mut chars = name.chars();
         let valid = chars
@@ -78,7 +84,24 @@ fn parse_variables(
             )));
         }
     }
-    Ok(raw.into_iter().collect())
+    Ok(raw
+        .into_iter()
+        .map(|(name, value)| (name, VariableInput::from_json(value)))
+        .collect())
+}
+
+/// Credential ids as given; one that is not an id names no credential (404).
+fn parse_credential_ids(raw: Vec<String>) -> Result<Vec<CredentialId>, ApiError> {
+    raw.iter()
+        .map(|id| {
+            id.parse().map_err(|_| {
+                ApiError::NotFound(format!(
+                    "credential '{}' not found",
+                    id.chars().take(80).collect::<String>()
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Loads a twin the caller may see; another owner's twin is as missing as one never made.
@@ -92,9 +115,13 @@ pub async fn visible_twin(
 
 /// Sets the variable `name` to a catalog id given as a field, refusing a different value
 /// given as a variable too.
-fn place(variables: &mut Variables, name: &str, value: Option<String>) -> Result<(), ApiError> {
+fn place(
+    variables: &mut VariableInputs,
+    name: &str,
+    value: Option<String>,
+) -> Result<(), ApiError> {
     let Some(value) = value else { return Ok(()) };
-    let value = serde_json::Value::String(value);
+    let value = VariableInput::Plain(serde_json::Value::String(value));
     match variables.get(name) {
         Some(existing) if *existing != value => Err(ApiError::Unprocessable(format!(
             "{name} is given both as a field and as a variable, differently; give it once"
@@ -113,7 +140,7 @@ fn configuration(
     provider: Provider,
     files: Option<BTreeMap<String, String>>,
     (region, size): (Option<String>, Option<String>),
-    variables: &mut Variables,
+    variables: &mut VariableInputs,
 ) -> Result<TwinFiles, ApiError> {
     if let Some(files) = files {
         if region.is_some() || size.is_some() {
@@ -125,11 +152,9 @@ fn configuration(
     }
     // The template reads `region` and `size`, so variables of those names choose them too.
     let named = |field: Option<String>, name: &str| {
-        field.or_else(|| {
-            variables
-                .get(name)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
+        field.or_else(|| match variables.get(name) {
+            Some(VariableInput::Plain(value)) => value.as_str().map(str::to_owned),
+            _ => None,
         })
     };
     let region = named(region, "region");
@@ -153,6 +178,7 @@ pub async fn create(
         variables,
         region,
         size,
+        credential_ids,
     } = body.into_inner();
     if files.is_none() && provider.is_none() {
         // As serde would say it: a body that names neither is malformed, not invalid.
@@ -168,15 +194,14 @@ pub async fn create(
         .unwrap_or_default();
     let mut variables = parse_variables(variables.unwrap_or_default())?;
     let files = configuration(&catalog, provider, files, (region, size), &mut variables)?;
-    let new = NewTwin {
-        id: TwinId::generate(),
-        owner: principal.owner.clone(),
+    let input = NewTwinInput {
         name,
         provider,
         files,
         variables,
+        credential_ids: parse_credential_ids(credential_ids.unwrap_or_default())?,
     };
-    let twin = twins.create(new, &principal.owner).await?;
+    let twin = twins.create_for(&principal, input).await?;
     tracing::info!(twin_id = %twin.id, owner = %twin.owner, "twin created");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/twins/{}", twin.id)))
@@ -214,17 +239,18 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let twin = visible_twin(&twins, &principal, &path).await?;
     let body = body.into_inner();
-    let update = TwinUpdate {
+    let edit = TwinEdit {
         name: body.name.as_deref().map(TwinName::parse).transpose()?,
         files: body.files.map(parse_files).transpose()?,
         variables: body.variables.map(parse_variables).transpose()?,
+        credential_ids: body.credential_ids.map(parse_credential_ids).transpose()?,
     };
-    if update.name.is_none() && update.files.is_none() && update.variables.is_none() {
+    if edit.is_empty() {
         return Err(ApiError::Unprocessable(
-            "nothing to update: give name, files or variables".into(),
+            "nothing to update: give name, files, variables or credential_ids".into(),
         ));
     }
-    let updated = twins.update(&twin.id, update, &principal.owner).await?;
+    let updated = twins.edit(&principal, &twin, edit).await?;
     Ok(HttpResponse::Ok().json(updated))
 }
 

@@ -1,12 +1,17 @@
 //! What may happen to a twin, decided here and nowhere else: a status move (the status
 //! machine plus the run lock), an edit, a soft delete, a restore. Each decision reads the twin
 //! as it is and answers either the whole new row ([`TwinChange`], written by a store only if the
-//! twin is still at the version it was read at) or why not ([`Refusal`]). The stores hold SQL
-//! only, so SQLite and PostgreSQL cannot disagree about a rule.
+//! twin is still at the version it was read at) or why not ([`Refusal`]). A change carries the
+//! webhook messages that report it ([`events`]), written in its transaction. The stores hold
+//! SQL only, so SQLite and PostgreSQL cannot disagree about a rule.
 
 use std::fmt;
 
-use super::{DeploymentStatus, RunId, Twin, TwinFiles, TwinId, TwinName, TwinUpdate, Variables};
+use super::events::{self, OutboxMessage};
+use super::{
+    CredentialId, DeploymentStatus, RunId, SealedVariables, Twin, TwinFiles, TwinId, TwinName,
+    TwinUpdate, Variables,
+};
 
 /// What happens to the twin's run lock as part of a status move.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +58,9 @@ pub struct TwinChange {
     pub name: TwinName,
     pub files: TwinFiles,
     pub variables: Variables,
+    pub secret_variables: SealedVariables,
+    /// `Some`: the twin's credentials become these, in order; `None` leaves them as they are.
+    pub credential_ids: Option<Vec<CredentialId>>,
     pub status: DeploymentStatus,
     /// The run holding the lock (locked while `Some`).
     pub locked_by: Option<RunId>,
@@ -60,6 +68,8 @@ pub struct TwinChange {
     pub last_deployed_at: Option<String>,
     pub updated_at: String,
     pub history: Vec<NewHistory>,
+    /// The webhook messages reporting the change.
+    pub messages: Vec<OutboxMessage>,
 }
 
 /// How a run's end moves its twin: its final status move (letting go of the lock), or only
@@ -205,12 +215,15 @@ impl Twin {
             name: self.name.clone(),
             files: self.files.clone(),
             variables: self.variables.clone(),
+            secret_variables: self.secret_variables.clone(),
+            credential_ids: None,
             status: self.deployment_status,
             locked_by: self.active_job_id.clone(),
             deleted_at: self.deleted_at.clone(),
             last_deployed_at: self.last_deployed_at.clone(),
             updated_at: now.to_owned(),
             history: Vec::new(),
+            messages: Vec::new(),
         }
     }
 
@@ -295,8 +308,18 @@ impl Twin {
                 to: Some(change.to),
                 actor: change.actor.clone(),
                 reason: change.reason.clone(),
-                run_id,
+                run_id: run_id.clone(),
             });
+        }
+        if row.status != self.deployment_status {
+            let message = events::status_changed(
+                self,
+                &row,
+                &change.actor,
+                change.reason.as_deref(),
+                run_id.as_ref(),
+            );
+            row.messages.push(message);
         }
         Ok(row)
     }
@@ -332,8 +355,12 @@ impl Twin {
         if let Some(files) = &update.files {
             row.files = files.clone();
         }
-        if let Some(variables) = &update.variables {
+        if let Some((variables, secret_variables)) = &update.variables {
             row.variables = variables.clone();
+            row.secret_variables = secret_variables.clone();
+        }
+        if let Some(credentials) = &update.credential_ids {
+            row.credential_ids = Some(credentials.clone());
         }
         row.history.push(NewHistory {
             action: "updated",
@@ -370,6 +397,8 @@ impl Twin {
             reason: None,
             run_id: None,
         });
+        let message = events::twin_deleted(self, &row, actor);
+        row.messages.push(message);
         Ok(row)
     }
 
@@ -389,6 +418,8 @@ impl Twin {
             reason: None,
             run_id: None,
         });
+        let message = events::twin_restored(self, &row, actor);
+        row.messages.push(message);
         Ok(row)
     }
 
@@ -409,6 +440,33 @@ impl Twin {
             action: "reconciled",
             from: Some(self.deployment_status),
             to: Some(to),
+            actor: actor.to_owned(),
+            reason: Some(reason.to_owned()),
+            run_id: None,
+        });
+        if to != self.deployment_status {
+            let message = events::status_changed(self, &row, actor, Some(reason), None);
+            row.messages.push(message);
+        }
+        Ok(row)
+    }
+
+    /// A state rollback, recorded as `state_restored` with what was restored (`reason`): not
+    /// while deleted or locked by a run (terraform's own state lock is the store's to check,
+    /// in the same write).
+    pub fn state_restored(
+        &self,
+        actor: &str,
+        reason: &str,
+        now: &str,
+    ) -> Result<TwinChange, Refusal> {
+        self.check_live()?;
+        self.check_unlocked("restore a state version of")?;
+        let mut row = self.change(now);
+        row.history.push(NewHistory {
+            action: "state_restored",
+            from: None,
+            to: None,
             actor: actor.to_owned(),
             reason: Some(reason.to_owned()),
             run_id: None,
@@ -446,6 +504,8 @@ mod tests {
             terraform_outputs: None,
             files,
             variables: Variables::new(),
+            secret_variables: SealedVariables::default(),
+            credential_ids: Vec::new(),
             created_at: String::new(),
             updated_at: String::new(),
             deleted_at: None,
@@ -513,6 +573,62 @@ mod tests {
         assert_eq!(row.status, DeploymentStatus::Draft);
         assert_eq!(row.locked_by, Some(run));
         assert!(row.history.is_empty());
+        assert!(row.messages.is_empty(), "nothing moved, nothing to report");
+    }
+
+    #[test]
+    fn a_status_move_a_delete_and_a_restore_carry_the_message_that_reports_them() {
+        use crate::domain::events::EventType;
+        let run = RunId::generate();
+        let draft = twin(DeploymentStatus::Draft, None);
+        let moved = draft
+            .moved(
+                &request(
+                    DeploymentStatus::Deploying,
+                    LockChange::Acquire(run.clone()),
+                ),
+                None,
+                "now",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(moved.messages.len(), 1);
+        let message = &moved.messages[0];
+        assert_eq!(message.event_type, EventType::TwinStatusChanged);
+        assert_eq!(message.owner, "o");
+        let body: serde_json::Value =
+            serde_json::from_str(&message.body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(body["data"]["from"], "draft");
+        assert_eq!(body["data"]["to"], "deploying");
+        assert_eq!(body["data"]["job_id"], run.as_str());
+        assert_eq!(body["timestamp"], "now");
+        let deleted = draft
+            .soft_deleted("a", "t")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(deleted.messages[0].event_type, EventType::TwinDeleted);
+        let mut gone = draft.clone();
+        gone.deleted_at = Some("then".into());
+        let restored = gone.restored("a", "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(restored.messages[0].event_type, EventType::TwinRestored);
+        let edited = draft
+            .edited(&TwinUpdate::default(), "a", "t")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(edited.messages.is_empty());
+        assert_eq!(edited.credential_ids, None, "credentials kept as they are");
+    }
+
+    #[test]
+    fn a_state_rollback_needs_a_live_unlocked_twin() {
+        let held = twin(DeploymentStatus::Deployed, Some(RunId::generate()));
+        assert!(matches!(
+            held.state_restored("a", "why", "t"),
+            Err(Refusal::Locked { .. })
+        ));
+        let free = twin(DeploymentStatus::Deployed, None);
+        let row = free
+            .state_restored("a", "why", "t")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(row.history[0].action, "state_restored");
+        assert_eq!(row.status, DeploymentStatus::Deployed);
     }
 
     #[test]

@@ -80,6 +80,12 @@ macro_rules! prefixed_id {
 prefixed_id!(TwinId, "twin_", "twin");
 prefixed_id!(RunId, "run_", "run");
 prefixed_id!(ReplicaId, "replica_", "replica");
+prefixed_id!(CredentialId, "cred_", "credential");
+prefixed_id!(WebhookId, "wh_", "webhook");
+// A webhook message: its `webhook-id`, the same on every attempt to deliver it.
+prefixed_id!(MessageId, "msg_", "message");
+// One message's delivery to one webhook.
+prefixed_id!(DeliveryId, "dlv_", "delivery");
 
 #[cfg(test)]
 mod tests {
@@ -105,6 +111,23 @@ mod tests {
         ] {
             assert!(bad.parse::<TwinId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn each_kind_has_its_own_prefix() {
+        let credential = CredentialId::generate();
+        assert!(credential.as_str().starts_with("cred_"));
+        assert_eq!(
+            credential.as_str().parse::<CredentialId>(),
+            Ok(credential.clone())
+        );
+        assert!(credential.as_str().parse::<TwinId>().is_err());
+        assert!(WebhookId::generate().as_str().starts_with("wh_"));
+        assert!(MessageId::generate().as_str().starts_with("msg_"));
+        assert!(DeliveryId::generate()
+            .as_str()
+            .parse::<MessageId>()
+            .is_err());
     }
 
     #[test]

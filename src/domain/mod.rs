@@ -2,6 +2,8 @@
 //! Nothing here knows about HTTP or SQL.
 
 mod changes;
+mod credential;
+pub mod events;
 mod ids;
 mod names;
 mod principal;
@@ -10,7 +12,8 @@ mod status;
 mod twin;
 
 pub use changes::{LockChange, NewHistory, Refusal, StatusMove, TwinChange, TwinEnd};
-pub use ids::{IdError, ReplicaId, RunId, TwinId};
+pub use credential::{Credential, CredentialEnv, CredentialName};
+pub use ids::{CredentialId, DeliveryId, IdError, MessageId, ReplicaId, RunId, TwinId, WebhookId};
 pub use names::{FilePath, TwinName};
 pub use principal::{Principal, RunGrant};
 pub use run::{
@@ -18,7 +21,13 @@ pub use run::{
     RunKind, RunResult, RunStatus, RunStep, Stage,
 };
 pub use status::{DeploymentStatus, ALLOWED_MOVES};
-pub use twin::{HistoryEntry, NewTwin, Provider, Twin, TwinFiles, TwinUpdate, Variables};
+pub use twin::{
+    HistoryEntry, NewTwin, Provider, SealedVariables, Twin, TwinFiles, TwinUpdate, VariableInput,
+    Variables,
+};
+
+/// What a secret or sensitive value is shown as, wherever it is shown.
+pub const MASK: &str = "********";
 
 /// Input that is well-formed but breaks a rule of the domain (a 422 at the HTTP face).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DeploymentStatus, FilePath, RunId, TwinId, TwinName, ValidationError};
+use super::{
+    CredentialId, DeploymentStatus, FilePath, RunId, TwinId, TwinName, ValidationError, MASK,
+};
 
 /// The cloud a twin's configuration targets. `sandbox` is the local provider that needs no
 /// cloud account.
@@ -108,7 +110,60 @@ impl From<TwinFiles> for BTreeMap<FilePath, String> {
 /// Terraform input variables: names to JSON values.
 pub type Variables = BTreeMap<String, serde_json::Value>;
 
-/// What a caller gives to create a twin, already validated.
+/// A variable's value as a caller gives it: plain, or marked sensitive with
+/// `{"value": ..., "sensitive": true}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VariableInput {
+    Plain(serde_json::Value),
+    Sensitive(serde_json::Value),
+}
+
+impl VariableInput {
+    /// An object of exactly `value` and a boolean `sensitive` is the marked form (with
+    /// `false`, a plain value); anything else is a plain value.
+    pub fn from_json(value: serde_json::Value) -> Self {
+        if let serde_json::Value::Object(map) = &value {
+            if map.len() == 2 && map.contains_key("value") {
+                if let Some(sensitive) = map.get("sensitive").and_then(serde_json::Value::as_bool) {
+                    let inner = map.get("value").cloned().unwrap_or_default();
+                    return if sensitive {
+                        VariableInput::Sensitive(inner)
+                    } else {
+                        VariableInput::Plain(inner)
+                    };
+                }
+            }
+        }
+        VariableInput::Plain(value)
+    }
+
+    /// The mask an answer showed for a sensitive variable, sent back unchanged (a client
+    /// that edits the other variables): "keep the stored value".
+    pub fn is_mask(&self) -> bool {
+        let value = match self {
+            VariableInput::Plain(value) | VariableInput::Sensitive(value) => value,
+        };
+        value.as_str() == Some(MASK)
+    }
+}
+
+/// A twin's sensitive variables as kept: their names in clear (answers show them masked),
+/// their values sealed (only the vault opens them, for a run's environment).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SealedVariables {
+    /// Sorted.
+    pub names: Vec<String>,
+    /// The sealed JSON object of names to values; `None` when there are none.
+    pub sealed: Option<Vec<u8>>,
+}
+
+impl SealedVariables {
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// What a caller gives to create a twin, already validated (sensitive variables sealed).
 #[derive(Debug, Clone)]
 pub struct NewTwin {
     pub id: TwinId,
@@ -116,18 +171,26 @@ pub struct NewTwin {
     pub name: TwinName,
     pub provider: Provider,
     pub files: TwinFiles,
+    /// The plain variables; sensitive ones are in `secret_variables` only.
     pub variables: Variables,
+    pub secret_variables: SealedVariables,
+    /// The owner's credentials its runs get, in order (a later one wins a shared name).
+    pub credential_ids: Vec<CredentialId>,
 }
 
-/// A change to a twin's configuration; `None` keeps what is there.
+/// A change to a twin's configuration; `None` keeps what is there. `variables` holds the
+/// plain and the sealed sensitive ones together (a new set of variables replaces both).
 #[derive(Debug, Clone, Default)]
 pub struct TwinUpdate {
     pub name: Option<TwinName>,
     pub files: Option<TwinFiles>,
-    pub variables: Option<Variables>,
+    pub variables: Option<(Variables, SealedVariables)>,
+    pub credential_ids: Option<Vec<CredentialId>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A twin as stored. Answers show its sensitive variables as the mask beside the plain ones
+/// (see its `Serialize`), never their values.
+#[derive(Debug, Clone)]
 pub struct Twin {
     pub id: TwinId,
     pub owner: String,
@@ -140,19 +203,75 @@ pub struct Twin {
     pub last_deployed_at: Option<String>,
     pub terraform_outputs: Option<serde_json::Value>,
     pub files: TwinFiles,
+    /// The plain variables, as terraform gets them in the variables file.
     pub variables: Variables,
+    /// The sensitive ones: names, and values sealed.
+    pub secret_variables: SealedVariables,
+    /// The owner's credentials its runs get, in order.
+    pub credential_ids: Vec<CredentialId>,
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
     /// Bumped by every change: a change decided from this twin is written only while the twin
     /// is still at this version.
-    #[serde(skip)]
     pub version: i64,
 }
 
 impl Twin {
     pub fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()
+    }
+
+    /// Every variable as an answer shows it: plain values, and the mask for sensitive ones.
+    pub fn shown_variables(&self) -> Variables {
+        let mut shown = self.variables.clone();
+        for name in &self.secret_variables.names {
+            shown.insert(name.clone(), serde_json::Value::String(MASK.to_owned()));
+        }
+        shown
+    }
+}
+
+impl Serialize for Twin {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            id: &'a TwinId,
+            owner: &'a str,
+            name: &'a TwinName,
+            provider: Provider,
+            deployment_status: DeploymentStatus,
+            is_locked: bool,
+            active_job_id: &'a Option<RunId>,
+            last_deployed_at: &'a Option<String>,
+            terraform_outputs: &'a Option<serde_json::Value>,
+            files: &'a TwinFiles,
+            variables: Variables,
+            sensitive_variables: &'a [String],
+            credential_ids: &'a [CredentialId],
+            created_at: &'a str,
+            updated_at: &'a str,
+            deleted_at: &'a Option<String>,
+        }
+        Shown {
+            id: &self.id,
+            owner: &self.owner,
+            name: &self.name,
+            provider: self.provider,
+            deployment_status: self.deployment_status,
+            is_locked: self.is_locked,
+            active_job_id: &self.active_job_id,
+            last_deployed_at: &self.last_deployed_at,
+            terraform_outputs: &self.terraform_outputs,
+            files: &self.files,
+            variables: self.shown_variables(),
+            sensitive_variables: &self.secret_variables.names,
+            credential_ids: &self.credential_ids,
+            created_at: &self.created_at,
+            updated_at: &self.updated_at,
+            deleted_at: &self.deleted_at,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -169,4 +288,34 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     pub run_id: Option<RunId>,
     pub at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_exactly_value_and_a_boolean_sensitive_is_the_marked_form() {
+        assert_eq!(
+            VariableInput::from_json(json!({"value": "pw", "sensitive": true})),
+            VariableInput::Sensitive(json!("pw"))
+        );
+        assert_eq!(
+            VariableInput::from_json(json!({"value": 3, "sensitive": false})),
+            VariableInput::Plain(json!(3))
+        );
+        for plain in [
+            json!({"value": "x"}),
+            json!({"value": "x", "sensitive": "yes"}),
+            json!({"value": "x", "sensitive": true, "other": 1}),
+            json!("text"),
+        ] {
+            assert_eq!(
+                VariableInput::from_json(plain.clone()),
+                VariableInput::Plain(plain)
+            );
+        }
+        assert!(VariableInput::from_json(json!(MASK)).is_mask());
+    }
 }

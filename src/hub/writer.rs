@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::EventHub;
 use crate::clock;
-use crate::domain::{RunId, TwinEnd};
+use crate::domain::{events, RunId, TwinEnd};
 use crate::store::{
     run_blocking, Appended, NewEvent, RunFinish, RunProgress, SpoolMark, Store, StoreError,
 };
@@ -161,22 +161,47 @@ async fn write(
     Ok(finish.is_none_or(|(finish, _)| !ended.contains(&finish.run_id)))
 }
 
-/// The run's end with its twin's new row, decided on the twin as it is now.
+/// The run's end with its twin's new row, decided on the twin as it is now, and the webhook
+/// messages that report it.
 async fn decide_end(
     store: &Arc<dyn Store>,
     finish: &RunFinish,
     end: &TwinEnd,
 ) -> Result<RunFinish, StoreError> {
-    let twin_id = finish.twin_id.clone();
-    let twin = run_blocking(store, move |s| s.get_twin(&twin_id)).await?;
+    let (twin_id, run_id) = (finish.twin_id.clone(), finish.run_id.clone());
+    let (twin, run) = run_blocking(store, move |s| {
+        Ok((s.get_twin(&twin_id)?, s.get_run(&run_id)?))
+    })
+    .await?;
     let mut decided = finish.clone();
-    decided.twin = match twin.map(|t| end.decide(&t, &finish.run_id, &clock::now())) {
+    decided.twin = match twin
+        .as_ref()
+        .map(|t| end.decide(t, &finish.run_id, &clock::now()))
+    {
         Some(Ok(change)) => change,
         Some(Err(refusal)) => {
             tracing::error!(run_id = %finish.run_id, %refusal, "run ended but the twin could not move");
             None
         }
         None => None,
+    };
+    decided.messages = match (&run, &twin) {
+        (Some(run), Some(twin)) => {
+            let ending = events::RunEnd {
+                run,
+                outcome: finish.outcome,
+                error: finish.error.as_deref(),
+                message: &finish.message,
+                result: finish.result.as_ref(),
+                ended_at: &finish.ended_at,
+            };
+            let status = decided
+                .twin
+                .as_ref()
+                .map_or(twin.deployment_status, |change| change.status);
+            events::run_ended(&ending, twin, status)
+        }
+        _ => Vec::new(),
     };
     Ok(decided)
 }

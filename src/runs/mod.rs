@@ -1,5 +1,6 @@
 //! Runs: terraform as child processes, walked through their stages, streamed into the hub.
 
+pub mod drift;
 pub mod isolation;
 mod lockfile;
 pub mod monitor;
@@ -13,6 +14,7 @@ pub mod toolchain;
 pub mod validate;
 mod workspace;
 
+pub use drift::DriftScheduler;
 pub use isolation::{Isolation, IsolationMode};
 pub use supervisor::{Cancelling, RecoveryReport, RunError, Supervisor, SupervisorParts};
 pub use toolchain::{Toolchain, ToolchainError};

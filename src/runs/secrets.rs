@@ -23,9 +23,7 @@ const SECRET_MARKERS: &[&str] = &[
     "CREDENTIALS",
     "SESSION",
 ];
-/// Shorter values are not masked: they would blank out ordinary words.
-const MIN_MASKED_LEN: usize = 6;
-pub use crate::state::MASK;
+pub use crate::vault::Masker;
 
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -77,55 +75,9 @@ fn is_credential(name: &str) -> bool {
     CREDENTIAL_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Replaces known secret values in text. Handed to a run's monitors (in memory, on their
-/// stdin), so what reaches a spool is masked already.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Masker {
-    secrets: Vec<String>,
-}
-
-impl Masker {
-    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
-        let mut secrets: Vec<String> = secrets
-            .into_iter()
-            .filter(|s| s.len() >= MIN_MASKED_LEN)
-            .collect();
-        // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
-        Self { secrets }
-    }
-
-    pub fn with(&self, more: impl IntoIterator<Item = String>) -> Self {
-        Self::new(self.secrets.iter().cloned().chain(more))
-    }
-
-    pub fn mask(&self, text: String) -> String {
-        if !self.secrets.iter().any(|s| text.contains(s.as_str())) {
-            return text;
-        }
-        self.secrets
-            .iter()
-            .fold(text, |acc, secret| acc.replace(secret.as_str(), MASK))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_are_masked_wherever_they_appear() {
-        let masker = Masker::new(["s3cr3t-value".to_owned(), "abc".to_owned()]);
-        assert_eq!(
-            masker.mask("key=s3cr3t-value; again s3cr3t-value".into()),
-            "key=********; again ********"
-        );
-        assert_eq!(
-            masker.mask("abc is too short to mask".into()),
-            "abc is too short to mask"
-        );
-    }
 
     #[test]
     fn only_secret_looking_credentials_are_masked() {

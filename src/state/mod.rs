@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 pub use cipher::{CipherError, StateCipher};
 
 use crate::clock;
-use crate::domain::{NewHistory, NewTwin, RunId, Twin, TwinId};
-use crate::store::{StateLock, StateVersion, Store, StoreError, StoredPlan};
+use crate::domain::{NewHistory, NewTwin, Refusal, RunId, Twin, TwinId};
+use crate::store::{Restored, StateLock, StateVersion, Store, StoreError, StoredPlan};
 
 const KEY_CHECK: &str = "state_key_check";
 
 /// What a sensitive value is shown as, wherever it is shown.
-pub const MASK: &str = "********";
+pub use crate::domain::MASK;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -33,6 +33,12 @@ pub enum StateError {
     Locked(StateLock),
     #[error("no state version {0}")]
     NoSuchVersion(i64),
+    /// The twin refuses the change (deleted, or locked by a run).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The twin kept changing under a rollback.
+    #[error("the twin kept changing; try again")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -205,15 +211,24 @@ pub enum Pushed {
     Unchanged(StateVersion),
 }
 
+/// How often a rollback is decided again after losing a race, before it gives up.
+const ATTEMPTS: usize = 64;
+
 pub struct StateService {
     store: Arc<dyn Store>,
     cipher: StateCipher,
+    /// Masks a twin's secret values (sensitive variables, credentials) in its outputs.
+    vault: Arc<crate::vault::Vault>,
 }
 
 impl StateService {
     /// Checks the key against the one the data directory was created with (a clear error,
     /// not garbage, when it differs).
-    pub fn open(store: Arc<dyn Store>, cipher: StateCipher) -> Result<Self, StateError> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        cipher: StateCipher,
+        vault: Arc<crate::vault::Vault>,
+    ) -> Result<Self, StateError> {
         let stored = match store.meta(KEY_CHECK)? {
             Some(sealed) => Some(sealed),
             None => {
@@ -238,7 +253,11 @@ impl StateService {
                     )
                 })?;
         }
-        Ok(Self { store, cipher })
+        Ok(Self {
+            store,
+            cipher,
+            vault,
+        })
     }
 
     fn decrypt(&self, version: &StateVersion) -> Result<Vec<u8>, StateError> {
@@ -453,10 +472,103 @@ impl StateService {
             created_at: clock::now(),
             ciphertext: self.cipher.seal(twin_id.as_str(), body)?,
         };
+        let outputs = self.masked_outputs(twin_id, summary.outputs.clone())?;
         Ok(self
             .store
-            .insert_state_version(&version, expected, summary.outputs.as_ref())?
+            .insert_state_version(&version, expected, outputs.as_ref())?
             .then_some(version))
+    }
+
+    /// Masks the twin's own secret values (sensitive variables, credentials) in what is shown
+    /// of its state, whatever the configuration declares sensitive.
+    pub fn secret_masker(&self, twin: &Twin) -> Result<crate::vault::Masker, StateError> {
+        self.vault
+            .twin_masker(twin)
+            .map_err(|e| StateError::Invalid(format!("cannot read the twin's secrets: {e}")))
+    }
+
+    /// A state's outputs as the twin keeps them: terraform's sensitive ones masked already,
+    /// and any of the twin's secret values (a sensitive variable output by a configuration
+    /// that does not declare it sensitive) masked too.
+    fn masked_outputs(
+        &self,
+        twin_id: &TwinId,
+        outputs: Option<Value>,
+    ) -> Result<Option<Value>, StateError> {
+        let Some(outputs) = outputs else {
+            return Ok(None);
+        };
+        let Some(twin) = self.store.get_twin(twin_id)? else {
+            return Ok(Some(outputs));
+        };
+        let masker = self
+            .vault
+            .twin_masker(&twin)
+            .map_err(|e| StateError::Invalid(format!("cannot mask the twin's outputs: {e}")))?;
+        Ok(Some(masker.mask_json(outputs)))
+    }
+
+    /// Makes version `number`'s content the current state again, as a new version: its
+    /// resources and outputs with a serial above the current one and the current lineage (so
+    /// terraform's next run builds on it), and a `state_restored` history row, decided by the
+    /// twin (refused while it is deleted or a run locks it) and written only while nobody holds
+    /// terraform's state lock.
+    pub fn restore(
+        &self,
+        twin_id: &TwinId,
+        number: i64,
+        actor: &str,
+    ) -> Result<StateVersion, StateError> {
+        let (source, plain) = self.version(twin_id, number)?;
+        let mut state: Value = serde_json::from_slice(&plain)
+            .map_err(|e| StateError::Invalid(format!("stored state is not valid JSON: {e}")))?;
+        for _ in 0..ATTEMPTS {
+            let twin = self
+                .store
+                .get_twin(twin_id)?
+                .ok_or_else(|| StoreError::NotFound(format!("twin {twin_id}")))?;
+            let current = self
+                .store
+                .current_state(twin_id)?
+                .ok_or(StateError::NoSuchVersion(number))?;
+            state["serial"] = json!(current.serial + 1);
+            state["lineage"] = json!(current.lineage);
+            let body =
+                serde_json::to_vec(&state).map_err(|e| StateError::Invalid(e.to_string()))?;
+            let summary = summarize(&state)?;
+            let now = clock::now();
+            let version = StateVersion {
+                twin_id: twin_id.clone(),
+                version: current.version + 1,
+                serial: summary.serial,
+                lineage: summary.lineage.clone(),
+                md5: hex::encode(Md5::digest(&body)),
+                size: i64::try_from(body.len()).unwrap_or(i64::MAX),
+                resource_count: summary.resource_count,
+                run_id: None,
+                actor: actor.to_owned(),
+                created_at: now.clone(),
+                ciphertext: self.cipher.seal(twin_id.as_str(), &body)?,
+            };
+            let reason = format!(
+                "state version {number} (serial {}) restored as version {} (serial {})",
+                source.serial, version.version, version.serial
+            );
+            let change = twin.state_restored(actor, &reason, &now)?;
+            let outputs = self.masked_outputs(twin_id, summary.outputs)?;
+            match self.store.restore_state_version(
+                &version,
+                current.version,
+                outputs.as_ref(),
+                &change,
+            )? {
+                Restored::Written => return Ok(version),
+                Restored::StateLocked(holder) => return Err(StateError::Locked(holder)),
+                // The twin or its state changed meanwhile: decide again on what it is now.
+                Restored::Changed => continue,
+            }
+        }
+        Err(StateError::Busy)
     }
 
     /// terraform's LOCK: takes the lock or reports the holder.

@@ -9,9 +9,11 @@ use std::sync::Arc;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+use crate::domain::events::{DeliveryStatus, EventType, OutboxMessage};
 use crate::domain::{
-    HistoryEntry, MonitorId, NewHistory, NewTwin, Outcome, Principal, ReplicaId, Run, RunGrant,
-    RunId, RunKind, RunResult, RunStatus, RunStep, Stage, Twin, TwinChange, TwinId,
+    Credential, CredentialId, DeliveryId, HistoryEntry, MessageId, MonitorId, NewHistory, NewTwin,
+    Outcome, Principal, ReplicaId, Run, RunGrant, RunId, RunKind, RunResult, RunStatus, RunStep,
+    Stage, Twin, TwinChange, TwinId, WebhookId,
 };
 pub use crate::domain::{LockChange, StatusMove};
 
@@ -133,6 +135,19 @@ pub struct NewRun {
     pub actor: String,
     /// The gateway that runs it at once; `None` queues it for the first free slot anywhere.
     pub owner: Option<ReplicaId>,
+    /// The run's secret environment (credentials, sensitive variables), sealed: what its steps
+    /// get on whichever gateway runs, adopts or settles it. Cleared when the run ends.
+    pub secrets: Option<Vec<u8>>,
+    /// The credentials it uses; their `last_used_at` becomes now.
+    pub credentials: Vec<RunCredential>,
+}
+
+/// A credential a run was started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCredential {
+    pub id: CredentialId,
+    /// The run's end removes it (a one-time credential used by a deploy or destroy).
+    pub delete_after_run: bool,
 }
 
 /// A gateway's last sign of life, by the database's clock.
@@ -178,6 +193,13 @@ pub struct RunFinish {
     pub twin: Option<TwinChange>,
     /// What a plan or drift check found.
     pub result: Option<RunResult>,
+    /// When it ended (its `end_time`).
+    pub ended_at: String,
+    /// One-time credentials the run used: removed (and detached from twins) with its end.
+    pub delete_credentials: Vec<CredentialId>,
+    /// The webhook messages reporting the end (`run.finished`, `drift.detected`), decided
+    /// with `twin`; the twin's own move carries its `twin.status_changed`.
+    pub messages: Vec<OutboxMessage>,
 }
 
 /// A kept plan preview (the plan file encrypted: it holds planned values).
@@ -192,6 +214,91 @@ pub struct StoredPlan {
     pub created_at: String,
     pub applied_by: Option<RunId>,
     pub ciphertext: Vec<u8>,
+}
+
+/// A credential as stored: what answers show, and its values sealed.
+#[derive(Debug, Clone)]
+pub struct StoredCredential {
+    pub credential: Credential,
+    pub sealed_env: Vec<u8>,
+}
+
+/// A webhook endpoint as stored (its signing secret sealed).
+#[derive(Debug, Clone)]
+pub struct StoredWebhook {
+    pub id: WebhookId,
+    /// Who made it: their twins' events reach it (every twin's, for an admin).
+    pub owner: String,
+    pub is_admin: bool,
+    pub url: String,
+    /// Empty: every event.
+    pub events: Vec<EventType>,
+    pub description: Option<String>,
+    pub sealed_secret: Vec<u8>,
+    pub created_at: String,
+}
+
+/// A delivery to make: one message to one webhook.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub next_attempt_at: String,
+}
+
+/// A delivery a worker has claimed until its lease ends, with what it needs to send it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: DeliveryId,
+    pub message: OutboxMessage,
+    pub webhook_id: WebhookId,
+    pub url: String,
+    pub sealed_secret: Vec<u8>,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// One attempt to deliver, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub delivery_id: DeliveryId,
+    /// 1, 2, 3 ... per delivery.
+    pub number: u32,
+    pub attempted_at: String,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryNext {
+    Succeeded,
+    Retry { at: String },
+    Failed,
+}
+
+/// A delivery and its attempts, as `GET /webhooks/{id}/deliveries` shows them.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub id: DeliveryId,
+    pub message_id: MessageId,
+    pub event_type: EventType,
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+/// What [`Store::restore_state_version`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restored {
+    /// The version and the twin's row are written.
+    Written,
+    /// terraform's state lock is held (by this holder): nothing written.
+    StateLocked(StateLock),
+    /// The twin or its newest state version changed since the decision: nothing written.
+    Changed,
 }
 
 /// Persistence: SQL only. Every rule (the status machine, who may change what, when) is
@@ -242,8 +349,14 @@ pub trait Store: Send + Sync + 'static {
     fn get_run(&self, id: &RunId) -> StoreResult<Option<Run>>;
     /// A twin's runs, newest first.
     fn list_runs(&self, twin_id: &TwinId) -> StoreResult<Vec<Run>>;
-    /// The run got a slot: pending -> processing, with its start time.
-    fn mark_run_processing(&self, id: &RunId) -> StoreResult<()>;
+    /// The run got a slot: pending -> processing, started at `started_at`, with the messages
+    /// reporting it; nothing when it was not pending.
+    fn mark_run_processing(
+        &self,
+        id: &RunId,
+        started_at: &str,
+        messages: &[OutboxMessage],
+    ) -> StoreResult<()>;
     /// Runs recorded as pending or processing, oldest first, whoever owns them.
     fn unfinished_runs(&self) -> StoreResult<Vec<Run>>;
     /// Gives the unfinished run to `to` (`None`: back to the queue) if `from` still owns it
@@ -373,6 +486,82 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<HistoryEntry>>;
+
+    // --- Owners' credentials and the runs that use them ---------------------------------------
+
+    fn insert_credential(&self, credential: &StoredCredential) -> StoreResult<()>;
+    fn get_credential(&self, id: &CredentialId) -> StoreResult<Option<StoredCredential>>;
+    /// An owner's credentials (every owner's for `None`), oldest first.
+    fn list_credentials(&self, owner: Option<&str>) -> StoreResult<Vec<StoredCredential>>;
+    /// Writes name, provider, env (keys and sealed values), expiry, `delete_after_run` and
+    /// `updated_at`; NotFound when it is gone.
+    fn update_credential(&self, credential: &StoredCredential) -> StoreResult<()>;
+    /// Deletes the credential and detaches it from every twin, unless live twins name it and
+    /// not `detach`: then nothing changes and those twins are the answer. NotFound when gone.
+    fn delete_credential(
+        &self,
+        id: &CredentialId,
+        detach: bool,
+    ) -> StoreResult<Result<(), Vec<TwinId>>>;
+    /// The run's sealed secret environment, while it has one.
+    fn run_secrets(&self, run_id: &RunId) -> StoreResult<Option<Vec<u8>>>;
+    /// The credentials the run was started with.
+    fn run_credentials(&self, run_id: &RunId) -> StoreResult<Vec<RunCredential>>;
+
+    // --- Drift checks and state rollback -------------------------------------------------------
+
+    /// The twin's newest run of `kind`, finished or not.
+    fn latest_run_of_kind(&self, twin_id: &TwinId, kind: RunKind) -> StoreResult<Option<Run>>;
+    /// Leads the exclusive background task `task` (the drift scheduler) for `lease` from now,
+    /// by the database's clock, if nobody else holds a lease on it that has not ended; true
+    /// while this store does. One leader at a time among the gateways on one database; a
+    /// leader that stops renewing is followed by another once its lease ends.
+    fn try_lead(&self, task: &str, lease: std::time::Duration) -> StoreResult<bool>;
+    /// A state rollback in one transaction: the twin's new row `change` (its history row, if
+    /// it is still at the version decided from), `version` (as [`Store::insert_state_version`]
+    /// with `expected_previous`, its outputs becoming the twin's), only while nobody holds
+    /// terraform's state lock.
+    fn restore_state_version(
+        &self,
+        version: &StateVersion,
+        expected_previous: i64,
+        twin_outputs: Option<&serde_json::Value>,
+        change: &TwinChange,
+    ) -> StoreResult<Restored>;
+
+    // --- Webhooks: endpoints, the outbox, deliveries -------------------------------------------
+
+    fn insert_webhook(&self, webhook: &StoredWebhook) -> StoreResult<()>;
+    /// An owner's webhooks (every owner's for `None`), oldest first.
+    fn list_webhooks(&self, owner: Option<&str>) -> StoreResult<Vec<StoredWebhook>>;
+    fn get_webhook(&self, id: &WebhookId) -> StoreResult<Option<StoredWebhook>>;
+    /// Deletes the webhook with its deliveries and their attempts; false when it was gone.
+    fn delete_webhook(&self, id: &WebhookId) -> StoreResult<bool>;
+    /// Outbox messages not yet turned into deliveries, oldest first.
+    fn pending_messages(&self, limit: usize) -> StoreResult<Vec<OutboxMessage>>;
+    /// Marks the message handed out and inserts its deliveries (those of webhooks that still
+    /// exist), in one transaction; false (nothing written) when another worker did it first.
+    fn fan_out_message(&self, id: &MessageId, deliveries: &[NewDelivery]) -> StoreResult<bool>;
+    /// Claims up to `limit` deliveries due at `now` (pending with `next_attempt_at <= now`, or
+    /// sending under a lease that ended by `now`) for `worker` until `lease_until`; each is
+    /// claimed by one worker only, whoever claims at once.
+    fn claim_deliveries(
+        &self,
+        worker: &str,
+        now: &str,
+        lease_until: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records an attempt and moves its delivery on, if `worker` still holds the claim; false
+    /// when it does not (its lease ended and another took it, or the webhook is gone).
+    fn record_attempt(
+        &self,
+        worker: &str,
+        attempt: &DeliveryAttempt,
+        next: &DeliveryNext,
+    ) -> StoreResult<bool>;
+    /// A webhook's deliveries with their attempts, newest first, at most `limit`.
+    fn list_deliveries(&self, id: &WebhookId, limit: usize) -> StoreResult<Vec<DeliveryRecord>>;
 }
 
 /// The store the settings name: the PostgreSQL database of `--database-url`, or SQLite in
@@ -412,6 +601,22 @@ thread_local! {
 /// threads [`run_blocking`] uses; not on a thread that drives async tasks.
 fn may_block() -> bool {
     BLOCKING_THREAD.get() || tokio::runtime::Handle::try_current().is_err()
+}
+
+/// Runs blocking work that calls the store (a service's, the vault's) on the blocking pool,
+/// keeping the caller's tracing span, on a thread the store may block.
+pub async fn blocking<T, F>(work: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        BLOCKING_THREAD.set(true);
+        span.in_scope(work)
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))
 }
 
 /// Runs a store call on the blocking pool, keeping the caller's tracing span.

@@ -14,13 +14,17 @@ use r2d2_postgres::postgres::{self, NoTls, Row, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    counts, Appended, NewEvent, NewRun, Notice, NoticeHandler, ReplicaBeat, RunFinish, RunProgress,
-    SpoolMark, StateLock, StateVersion, Store, StoreError, StoreResult, StoredEvent, StoredPlan,
+    counts, Appended, ClaimedDelivery, DeliveryAttempt, DeliveryNext, DeliveryRecord, NewDelivery,
+    NewEvent, NewRun, Notice, NoticeHandler, ReplicaBeat, Restored, RunCredential, RunFinish,
+    RunProgress, SpoolMark, StateLock, StateVersion, Store, StoreError, StoreResult,
+    StoredCredential, StoredEvent, StoredPlan, StoredWebhook,
 };
 use crate::clock;
+use crate::domain::events::{EventType, OutboxMessage};
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, MonitorId, NewHistory, NewTwin, Principal, ReplicaId, Run,
-    RunGrant, RunId, RunKind, RunStatus, RunStep, Twin, TwinChange, TwinId, TwinName,
+    Credential, CredentialId, CredentialName, DeploymentStatus, HistoryEntry, MessageId, MonitorId,
+    NewHistory, NewTwin, Principal, ReplicaId, Run, RunGrant, RunId, RunKind, RunStatus, RunStep,
+    SealedVariables, Twin, TwinChange, TwinId, TwinName, WebhookId,
 };
 
 /// The channel gateways tell each other on.
@@ -288,7 +292,7 @@ fn to_i64(value: u64) -> StoreResult<i64> {
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
      is_locked, locked_by_run, last_deployed_at, terraform_outputs, created_at, updated_at, \
-     deleted_at, version";
+     deleted_at, version, secret_variable_names, secret_variables";
 
 fn twin_from_row(row: &Row) -> StoreResult<Twin> {
     Ok(Twin {
@@ -303,6 +307,12 @@ fn twin_from_row(row: &Row) -> StoreResult<Twin> {
         terraform_outputs: optional_json(row, "terraform_outputs")?,
         files: json(row, "files")?,
         variables: json(row, "variables")?,
+        secret_variables: SealedVariables {
+            names: json(row, "secret_variable_names")?,
+            sealed: row.try_get("secret_variables")?,
+        },
+        // Filled by the caller from twin_credentials.
+        credential_ids: Vec::new(),
         created_at: text(row, "created_at")?,
         updated_at: text(row, "updated_at")?,
         deleted_at: optional_text(row, "deleted_at")?,
@@ -416,10 +426,112 @@ fn select_twin(
     id: &TwinId,
 ) -> StoreResult<Option<Twin>> {
     let sql = format!("SELECT {TWIN_COLUMNS} FROM twins WHERE id = $1");
-    client
-        .query_opt(sql.as_str(), &[&id.as_str()])?
-        .map(|row| twin_from_row(&row))
-        .transpose()
+    let Some(row) = client.query_opt(sql.as_str(), &[&id.as_str()])? else {
+        return Ok(None);
+    };
+    let mut twin = twin_from_row(&row)?;
+    let links = client.query(
+        "SELECT credential_id FROM twin_credentials WHERE twin_id = $1 ORDER BY position",
+        &[&id.as_str()],
+    )?;
+    for row in &links {
+        twin.credential_ids.push(parsed(row, "credential_id")?);
+    }
+    Ok(Some(twin))
+}
+
+/// Writes the twin's credential list (replacing the one it had); a credential that is gone
+/// meanwhile is NotFound.
+fn write_twin_credentials(
+    tx: &mut Transaction<'_>,
+    twin: &TwinId,
+    credentials: &[CredentialId],
+) -> StoreResult<()> {
+    tx.execute(
+        "DELETE FROM twin_credentials WHERE twin_id = $1",
+        &[&twin.as_str()],
+    )?;
+    for (position, credential) in credentials.iter().enumerate() {
+        let position = i32::try_from(position).map_err(corrupt)?;
+        tx.execute(
+            "INSERT INTO twin_credentials (twin_id, credential_id, position) VALUES ($1, $2, $3)",
+            &[&twin.as_str(), &credential.as_str(), &position],
+        )
+        .map_err(|err| {
+            if err.code() == Some(&postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+                StoreError::NotFound(format!("credential {credential}"))
+            } else {
+                err.into()
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Outbox messages, in the caller's transaction (the change they report).
+fn insert_messages(tx: &mut Transaction<'_>, messages: &[OutboxMessage]) -> StoreResult<()> {
+    for message in messages {
+        tx.execute(
+            "INSERT INTO webhook_messages (id, event_type, owner, twin_id, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &message.id.as_str(),
+                &message.event_type.as_str(),
+                &message.owner,
+                &message.twin_id.as_ref().map(TwinId::as_str),
+                &message.body,
+                &message.created_at,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Inserts a state version if the twin's newest is still `expected_previous`, making
+/// `twin_outputs` the twin's, in the caller's transaction; false when another write came first.
+fn write_state_version(
+    tx: &mut Transaction<'_>,
+    v: &StateVersion,
+    expected_previous: i64,
+    twin_outputs: Option<&serde_json::Value>,
+) -> StoreResult<bool> {
+    let newest: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) AS newest FROM state_versions WHERE twin_id = $1",
+            &[&v.twin_id.as_str()],
+        )?
+        .try_get("newest")?;
+    if newest != expected_previous {
+        return Ok(false);
+    }
+    // Two writers expecting the same newest version race for the same primary key: the one
+    // that loses inserts nothing and is told so.
+    let inserted = tx.execute(
+        "INSERT INTO state_versions (twin_id, version, serial, lineage, md5, size, resource_count, run_id, actor, created_at, ciphertext)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (twin_id, version) DO NOTHING",
+        &[
+            &v.twin_id.as_str(),
+            &v.version,
+            &v.serial,
+            &v.lineage,
+            &v.md5,
+            &v.size,
+            &v.resource_count,
+            &v.run_id.as_ref().map(RunId::as_str),
+            &v.actor,
+            &v.created_at,
+            &v.ciphertext,
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE twins SET terraform_outputs = $2 WHERE id = $1",
+        &[&v.twin_id.as_str(), &twin_outputs.map(to_json).transpose()?],
+    )?;
+    Ok(true)
 }
 
 fn select_run(client: &mut impl postgres::GenericClient, id: &RunId) -> StoreResult<Option<Run>> {
@@ -462,7 +574,8 @@ fn write_twin_row(tx: &mut Transaction<'_>, change: &TwinChange) -> StoreResult<
     let written = tx.execute(
         "UPDATE twins SET name = $3, files = $4, variables = $5, deployment_status = $6,
                 is_locked = $7, locked_by_run = $8, deleted_at = $9, last_deployed_at = $10,
-                updated_at = $11, version = version + 1
+                updated_at = $11, secret_variable_names = $12, secret_variables = $13,
+                version = version + 1
          WHERE id = $1 AND version = $2",
         &[
             &change.id.as_str(),
@@ -476,14 +589,20 @@ fn write_twin_row(tx: &mut Transaction<'_>, change: &TwinChange) -> StoreResult<
             &change.deleted_at,
             &change.last_deployed_at,
             &change.updated_at,
+            &to_json(&change.secret_variables.names)?,
+            &change.secret_variables.sealed,
         ],
     )?;
     if written == 0 {
         return Ok(None);
     }
+    if let Some(credentials) = &change.credential_ids {
+        write_twin_credentials(tx, &change.id, credentials)?;
+    }
     for row in &change.history {
         insert_history(tx, &change.id, row, &change.updated_at)?;
     }
+    insert_messages(tx, &change.messages)?;
     select_twin(tx, &change.id)
 }
 
@@ -499,7 +618,7 @@ fn finish_run(tx: &mut Transaction<'_>, finish: &RunFinish) -> StoreResult<bool>
     tx.execute(
         "UPDATE runs SET status = $2, exit_code = $3, error = $4, message = $5, outputs = $6,
                 end_time = $7, result = $8, monitor_pid = NULL, monitor_start = NULL,
-                progress = CASE WHEN $9 THEN 100 ELSE progress END
+                secrets = NULL, progress = CASE WHEN $9 THEN 100 ELSE progress END
          WHERE id = $1",
         &[
             &finish.run_id.as_str(),
@@ -508,11 +627,22 @@ fn finish_run(tx: &mut Transaction<'_>, finish: &RunFinish) -> StoreResult<bool>
             &finish.error,
             &finish.message,
             &finish.outputs.as_ref().map(to_json).transpose()?,
-            &clock::now(),
+            &finish.ended_at,
             &finish.result.as_ref().map(to_json).transpose()?,
             &(status == RunStatus::Completed),
         ],
     )?;
+    for credential in &finish.delete_credentials {
+        tx.execute(
+            "DELETE FROM twin_credentials WHERE credential_id = $1",
+            &[&credential.as_str()],
+        )?;
+        tx.execute(
+            "DELETE FROM credentials WHERE id = $1",
+            &[&credential.as_str()],
+        )?;
+    }
+    insert_messages(tx, &finish.messages)?;
     Ok(true)
 }
 
@@ -523,18 +653,22 @@ impl Store for PostgresStore {
             let mut tx = conn.transaction()?;
             let now = clock::now();
             tx.execute(
-            "INSERT INTO twins (id, owner, name, provider, files, variables, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            &[
-                &twin.id.as_str(),
-                &twin.owner,
-                &twin.name.as_str(),
-                &twin.provider.as_str(),
-                &to_json(&twin.files)?,
-                &to_json(&twin.variables)?,
-                &now,
-            ],
-        )?;
+                "INSERT INTO twins (id, owner, name, provider, files, variables, created_at,
+                                    updated_at, secret_variable_names, secret_variables)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
+                &[
+                    &twin.id.as_str(),
+                    &twin.owner,
+                    &twin.name.as_str(),
+                    &twin.provider.as_str(),
+                    &to_json(&twin.files)?,
+                    &to_json(&twin.variables)?,
+                    &now,
+                    &to_json(&twin.secret_variables.names)?,
+                    &twin.secret_variables.sealed,
+                ],
+            )?;
+            write_twin_credentials(&mut tx, &twin.id, &twin.credential_ids)?;
             insert_history(&mut tx, &twin.id, history, &now)?;
             let created =
                 select_twin(&mut tx, &twin.id)?.ok_or_else(|| corrupt("twin vanished"))?;
@@ -550,11 +684,35 @@ impl Store for PostgresStore {
              WHERE ($1 OR owner = $2) AND ($3 OR deleted_at IS NULL)
              ORDER BY created_at, id"
             );
-            let rows = self.conn()?.query(
+            let mut conn = self.conn()?;
+            let rows = conn.query(
                 sql.as_str(),
                 &[&principal.is_admin, &principal.owner, &include_deleted],
             )?;
-            rows.iter().map(twin_from_row).collect()
+            let mut twins = rows
+                .iter()
+                .map(twin_from_row)
+                .collect::<StoreResult<Vec<_>>>()?;
+            let links = conn.query(
+                "SELECT tc.twin_id, tc.credential_id FROM twin_credentials tc
+                 JOIN twins t ON t.id = tc.twin_id
+                 WHERE ($1 OR t.owner = $2) ORDER BY tc.twin_id, tc.position",
+                &[&principal.is_admin, &principal.owner],
+            )?;
+            let mut by_twin: std::collections::HashMap<String, Vec<CredentialId>> =
+                std::collections::HashMap::new();
+            for row in &links {
+                by_twin
+                    .entry(text(row, "twin_id")?)
+                    .or_default()
+                    .push(parsed(row, "credential_id")?);
+            }
+            for twin in &mut twins {
+                if let Some(ids) = by_twin.remove(twin.id.as_str()) {
+                    twin.credential_ids = ids;
+                }
+            }
+            Ok(twins)
         })
     }
 
@@ -686,18 +844,36 @@ impl Store for PostgresStore {
                 None => select_twin(&mut tx, &run.twin_id)?
                     .ok_or_else(|| StoreError::NotFound(format!("twin {}", run.twin_id)))?,
             };
+            let now = clock::now();
             tx.execute(
-                "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, owner_replica)
-             VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
+                "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, owner_replica,
+                                   secrets)
+                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7)",
                 &[
                     &run.id.as_str(),
                     &run.twin_id.as_str(),
                     &run.kind.as_str(),
                     &run.actor,
-                    &clock::now(),
+                    &now,
                     &run.owner.as_ref().map(ReplicaId::as_str),
+                    &run.secrets,
                 ],
             )?;
+            for credential in &run.credentials {
+                tx.execute(
+                    "INSERT INTO run_credentials (run_id, credential_id, delete_after_run)
+                     VALUES ($1, $2, $3)",
+                    &[
+                        &run.id.as_str(),
+                        &credential.id.as_str(),
+                        &credential.delete_after_run,
+                    ],
+                )?;
+                tx.execute(
+                    "UPDATE credentials SET last_used_at = $2 WHERE id = $1",
+                    &[&credential.id.as_str(), &now],
+                )?;
+            }
             if run.owner.is_none() {
                 self.notify(&mut tx, "q")?;
             }
@@ -786,13 +962,25 @@ impl Store for PostgresStore {
         })
     }
 
-    fn mark_run_processing(&self, id: &RunId) -> StoreResult<()> {
+    fn mark_run_processing(
+        &self,
+        id: &RunId,
+        started_at: &str,
+        messages: &[OutboxMessage],
+    ) -> StoreResult<()> {
         self.blocking(|| {
-        self.conn()?.execute(
-            "UPDATE runs SET status = 'processing', start_time = $2 WHERE id = $1 AND status = 'pending'",
-            &[&id.as_str(), &clock::now()],
-        )?;
-        Ok(())
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let changed = tx.execute(
+                "UPDATE runs SET status = 'processing', start_time = $2
+                 WHERE id = $1 AND status = 'pending'",
+                &[&id.as_str(), &started_at],
+            )?;
+            if changed == 1 {
+                insert_messages(&mut tx, messages)?;
+            }
+            tx.commit()?;
+            Ok(())
         })
     }
 
@@ -1195,49 +1383,13 @@ impl Store for PostgresStore {
         twin_outputs: Option<&serde_json::Value>,
     ) -> StoreResult<bool> {
         self.blocking(|| {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let newest: i64 = tx
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0) AS newest FROM state_versions WHERE twin_id = $1",
-                &[&v.twin_id.as_str()],
-            )?
-            .try_get("newest")?;
-        if newest != expected_previous {
-            return Ok(false);
-        }
-        // Two writers expecting the same newest version race for the same primary key: the
-        // one that loses inserts nothing and is told so.
-        let inserted = tx.execute(
-            "INSERT INTO state_versions (twin_id, version, serial, lineage, md5, size, resource_count, run_id, actor, created_at, ciphertext)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (twin_id, version) DO NOTHING",
-            &[
-                &v.twin_id.as_str(),
-                &v.version,
-                &v.serial,
-                &v.lineage,
-                &v.md5,
-                &v.size,
-                &v.resource_count,
-                &v.run_id.as_ref().map(RunId::as_str),
-                &v.actor,
-                &v.created_at,
-                &v.ciphertext,
-            ],
-        )?;
-        if inserted == 0 {
-            return Ok(false);
-        }
-        tx.execute(
-            "UPDATE twins SET terraform_outputs = $2 WHERE id = $1",
-            &[
-                &v.twin_id.as_str(),
-                &twin_outputs.map(to_json).transpose()?,
-            ],
-        )?;
-        tx.commit()?;
-        Ok(true)
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            if !write_state_version(&mut tx, v, expected_previous, twin_outputs)? {
+                return Ok(false);
+            }
+            tx.commit()?;
+            Ok(true)
         })
     }
 
@@ -1465,4 +1617,529 @@ impl Store for PostgresStore {
         rows.iter().map(history_from_row).collect()
         })
     }
+
+    fn insert_credential(&self, stored: &StoredCredential) -> StoreResult<()> {
+        self.blocking(|| {
+            let c = &stored.credential;
+            self.conn()?.execute(
+                "INSERT INTO credentials (id, owner, name, provider, env_keys, sealed_env,
+                                          expires_at, delete_after_run, created_at, updated_at,
+                                          last_used_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    &c.id.as_str(),
+                    &c.owner,
+                    &c.name.as_str(),
+                    &c.provider.as_str(),
+                    &to_json(&c.env_keys)?,
+                    &stored.sealed_env,
+                    &c.expires_at,
+                    &c.delete_after_run,
+                    &c.created_at,
+                    &c.updated_at,
+                    &c.last_used_at,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn get_credential(&self, id: &CredentialId) -> StoreResult<Option<StoredCredential>> {
+        self.blocking(|| {
+            let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id = $1");
+            self.conn()?
+                .query_opt(sql.as_str(), &[&id.as_str()])?
+                .map(|row| credential_from_row(&row))
+                .transpose()
+        })
+    }
+
+    fn list_credentials(&self, owner: Option<&str>) -> StoreResult<Vec<StoredCredential>> {
+        self.blocking(|| {
+            let sql = format!(
+                "SELECT {CREDENTIAL_COLUMNS} FROM credentials
+                 WHERE ($1::TEXT IS NULL OR owner = $1) ORDER BY created_at, id"
+            );
+            let rows = self.conn()?.query(sql.as_str(), &[&owner])?;
+            rows.iter().map(credential_from_row).collect()
+        })
+    }
+
+    fn update_credential(&self, stored: &StoredCredential) -> StoreResult<()> {
+        self.blocking(|| {
+            let c = &stored.credential;
+            let changed = self.conn()?.execute(
+                "UPDATE credentials SET name = $2, provider = $3, env_keys = $4, sealed_env = $5,
+                        expires_at = $6, delete_after_run = $7, updated_at = $8
+                 WHERE id = $1",
+                &[
+                    &c.id.as_str(),
+                    &c.name.as_str(),
+                    &c.provider.as_str(),
+                    &to_json(&c.env_keys)?,
+                    &stored.sealed_env,
+                    &c.expires_at,
+                    &c.delete_after_run,
+                    &c.updated_at,
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("credential {}", c.id)));
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_credential(
+        &self,
+        id: &CredentialId,
+        detach: bool,
+    ) -> StoreResult<Result<(), Vec<TwinId>>> {
+        self.blocking(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            // Locked until commit: a twin naming it meanwhile waits, then finds it gone.
+            let found = tx.query_opt(
+                "SELECT id FROM credentials WHERE id = $1 FOR UPDATE",
+                &[&id.as_str()],
+            )?;
+            if found.is_none() {
+                return Err(StoreError::NotFound(format!("credential {id}")));
+            }
+            let users = tx
+                .query(
+                    "SELECT t.id FROM twin_credentials tc JOIN twins t ON t.id = tc.twin_id
+                     WHERE tc.credential_id = $1 AND t.deleted_at IS NULL
+                     ORDER BY t.created_at, t.id",
+                    &[&id.as_str()],
+                )?
+                .iter()
+                .map(|row| parsed(row, "id"))
+                .collect::<StoreResult<Vec<TwinId>>>()?;
+            if !users.is_empty() && !detach {
+                return Ok(Err(users));
+            }
+            tx.execute(
+                "DELETE FROM twin_credentials WHERE credential_id = $1",
+                &[&id.as_str()],
+            )?;
+            tx.execute("DELETE FROM credentials WHERE id = $1", &[&id.as_str()])?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+    }
+
+    fn run_secrets(&self, run_id: &RunId) -> StoreResult<Option<Vec<u8>>> {
+        self.blocking(|| {
+            let row = self.conn()?.query_opt(
+                "SELECT secrets FROM runs WHERE id = $1",
+                &[&run_id.as_str()],
+            )?;
+            Ok(match row {
+                Some(row) => row.try_get::<_, Option<Vec<u8>>>("secrets")?,
+                None => None,
+            })
+        })
+    }
+
+    fn run_credentials(&self, run_id: &RunId) -> StoreResult<Vec<RunCredential>> {
+        self.blocking(|| {
+            let rows = self.conn()?.query(
+                "SELECT credential_id, delete_after_run FROM run_credentials WHERE run_id = $1
+                 ORDER BY credential_id",
+                &[&run_id.as_str()],
+            )?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RunCredential {
+                        id: parsed(row, "credential_id")?,
+                        delete_after_run: row.try_get("delete_after_run")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn latest_run_of_kind(&self, twin_id: &TwinId, kind: RunKind) -> StoreResult<Option<Run>> {
+        self.blocking(|| {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE twin_id = $1 AND kind = $2
+                 ORDER BY created_at DESC, id DESC LIMIT 1"
+            );
+            self.conn()?
+                .query_opt(sql.as_str(), &[&twin_id.as_str(), &kind.as_str()])?
+                .map(|row| run_from_row(&row))
+                .transpose()
+        })
+    }
+
+    fn try_lead(&self, task: &str, lease: Duration) -> StoreResult<bool> {
+        self.blocking(|| {
+            // A compare-and-set by the database's clock: renewed by its holder, taken over by
+            // anyone once it has ended; concurrent callers serialise on the row.
+            let led = self.conn()?.query_opt(
+                "INSERT INTO leaders (task, holder, lease_until)
+                 VALUES ($1, $2, now() + make_interval(secs => $3))
+                 ON CONFLICT (task) DO UPDATE
+                    SET holder = excluded.holder, lease_until = excluded.lease_until
+                    WHERE leaders.holder = excluded.holder OR leaders.lease_until < now()
+                 RETURNING holder",
+                &[&task, &self.origin, &lease.as_secs_f64()],
+            )?;
+            Ok(led.is_some())
+        })
+    }
+
+    fn restore_state_version(
+        &self,
+        version: &StateVersion,
+        expected_previous: i64,
+        twin_outputs: Option<&serde_json::Value>,
+        change: &TwinChange,
+    ) -> StoreResult<Restored> {
+        self.blocking(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            // The state lock, held for the length of this transaction: a terraform locking
+            // meanwhile waits for it, and one that holds the lock refuses the rollback.
+            let lock_id = format!("rollback-{}", uuid::Uuid::new_v4().simple());
+            let twin_id = version.twin_id.as_str();
+            let taken = tx.execute(
+                "INSERT INTO state_locks (twin_id, lock_id, info, run_id, created_at)
+                 VALUES ($1, $2, '{}', NULL, $3) ON CONFLICT (twin_id) DO NOTHING",
+                &[&twin_id, &lock_id, &clock::now()],
+            )?;
+            if taken == 0 {
+                let holder = tx
+                    .query_opt(
+                        "SELECT lock_id, info, run_id, created_at FROM state_locks
+                         WHERE twin_id = $1",
+                        &[&twin_id],
+                    )?
+                    .map(|row| lock_from_row(&row))
+                    .transpose()?;
+                return Ok(match holder {
+                    Some(holder) => Restored::StateLocked(holder),
+                    None => Restored::Changed,
+                });
+            }
+            if write_twin_row(&mut tx, change)?.is_none()
+                || !write_state_version(&mut tx, version, expected_previous, twin_outputs)?
+            {
+                return Ok(Restored::Changed);
+            }
+            tx.execute(
+                "DELETE FROM state_locks WHERE twin_id = $1 AND lock_id = $2",
+                &[&twin_id, &lock_id],
+            )?;
+            tx.commit()?;
+            Ok(Restored::Written)
+        })
+    }
+
+    fn insert_webhook(&self, hook: &StoredWebhook) -> StoreResult<()> {
+        self.blocking(|| {
+            let events: Vec<&str> = hook.events.iter().map(|e| e.as_str()).collect();
+            self.conn()?.execute(
+                "INSERT INTO webhooks (id, owner, is_admin, url, events, description,
+                                       sealed_secret, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &hook.id.as_str(),
+                    &hook.owner,
+                    &hook.is_admin,
+                    &hook.url,
+                    &to_json(&events)?,
+                    &hook.description,
+                    &hook.sealed_secret,
+                    &hook.created_at,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn list_webhooks(&self, owner: Option<&str>) -> StoreResult<Vec<StoredWebhook>> {
+        self.blocking(|| {
+            let sql = format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE ($1::TEXT IS NULL OR owner = $1)
+                 ORDER BY created_at, id"
+            );
+            let rows = self.conn()?.query(sql.as_str(), &[&owner])?;
+            rows.iter().map(webhook_from_row).collect()
+        })
+    }
+
+    fn get_webhook(&self, id: &WebhookId) -> StoreResult<Option<StoredWebhook>> {
+        self.blocking(|| {
+            let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1");
+            self.conn()?
+                .query_opt(sql.as_str(), &[&id.as_str()])?
+                .map(|row| webhook_from_row(&row))
+                .transpose()
+        })
+    }
+
+    fn delete_webhook(&self, id: &WebhookId) -> StoreResult<bool> {
+        self.blocking(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM webhook_attempts WHERE delivery_id IN
+                     (SELECT id FROM webhook_deliveries WHERE webhook_id = $1)",
+                &[&id.as_str()],
+            )?;
+            tx.execute(
+                "DELETE FROM webhook_deliveries WHERE webhook_id = $1",
+                &[&id.as_str()],
+            )?;
+            let deleted = tx.execute("DELETE FROM webhooks WHERE id = $1", &[&id.as_str()])?;
+            tx.commit()?;
+            Ok(deleted > 0)
+        })
+    }
+
+    fn pending_messages(&self, limit: usize) -> StoreResult<Vec<OutboxMessage>> {
+        self.blocking(|| {
+            let rows = self.conn()?.query(
+                "SELECT id AS message_id, event_type, owner AS message_owner, twin_id, body,
+                        created_at AS message_created_at
+                 FROM webhook_messages WHERE NOT fanned_out ORDER BY created_at, id LIMIT $1",
+                &[&i64::try_from(limit).unwrap_or(i64::MAX)],
+            )?;
+            rows.iter().map(message_from_row).collect()
+        })
+    }
+
+    fn fan_out_message(&self, id: &MessageId, deliveries: &[NewDelivery]) -> StoreResult<bool> {
+        self.blocking(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            // Two workers handing out one message: the second waits for the first, then
+            // finds it handed out.
+            let claimed = tx.execute(
+                "UPDATE webhook_messages SET fanned_out = TRUE WHERE id = $1 AND NOT fanned_out",
+                &[&id.as_str()],
+            )?;
+            if claimed == 0 {
+                return Ok(false);
+            }
+            let now = clock::now();
+            for delivery in deliveries {
+                tx.execute(
+                    "INSERT INTO webhook_deliveries (id, message_id, webhook_id, status, attempts,
+                                                     next_attempt_at, created_at, updated_at)
+                     SELECT $1::TEXT, $2::TEXT, $3::TEXT, 'pending', 0, $4::TEXT, $5::TEXT,
+                            $5::TEXT
+                     WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $3::TEXT)",
+                    &[
+                        &delivery.id.as_str(),
+                        &id.as_str(),
+                        &delivery.webhook_id.as_str(),
+                        &delivery.next_attempt_at,
+                        &now,
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn claim_deliveries(
+        &self,
+        worker: &str,
+        now: &str,
+        lease_until: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.blocking(|| {
+            // Workers claiming at once skip each other's rows: each delivery goes to one.
+            let rows = self.conn()?.query(
+                "WITH due AS (
+                     SELECT id FROM webhook_deliveries
+                     WHERE (status = 'pending' AND next_attempt_at <= $1)
+                        OR (status = 'sending' AND claimed_until <= $1)
+                     ORDER BY next_attempt_at, id
+                     LIMIT $4
+                     FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE webhook_deliveries d
+                    SET status = 'sending', claimed_by = $2, claimed_until = $3, updated_at = $1
+                 FROM due, webhooks w, webhook_messages m
+                 WHERE d.id = due.id AND w.id = d.webhook_id AND m.id = d.message_id
+                 RETURNING d.id, d.webhook_id, d.attempts, w.url, w.sealed_secret,
+                           m.id AS message_id, m.event_type, m.owner AS message_owner,
+                           m.twin_id, m.body, m.created_at AS message_created_at",
+                &[
+                    &now,
+                    &worker,
+                    &lease_until,
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )?;
+            rows.iter().map(claimed_from_row).collect()
+        })
+    }
+
+    fn record_attempt(
+        &self,
+        worker: &str,
+        attempt: &DeliveryAttempt,
+        next: &DeliveryNext,
+    ) -> StoreResult<bool> {
+        self.blocking(|| {
+            let (status, next_at) = match next {
+                DeliveryNext::Succeeded => ("succeeded", None),
+                DeliveryNext::Retry { at } => ("pending", Some(at.as_str())),
+                DeliveryNext::Failed => ("failed", None),
+            };
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let changed = tx.execute(
+                "UPDATE webhook_deliveries SET status = $3, attempts = $4, next_attempt_at = $5,
+                        claimed_by = NULL, claimed_until = NULL, updated_at = $6
+                 WHERE id = $1 AND status = 'sending' AND claimed_by = $2",
+                &[
+                    &attempt.delivery_id.as_str(),
+                    &worker,
+                    &status,
+                    &i32::try_from(attempt.number).map_err(corrupt)?,
+                    &next_at,
+                    &clock::now(),
+                ],
+            )?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO webhook_attempts (delivery_id, number, attempted_at, status_code,
+                                               error, duration_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &attempt.delivery_id.as_str(),
+                    &i32::try_from(attempt.number).map_err(corrupt)?,
+                    &attempt.attempted_at,
+                    &attempt.status_code.map(i32::from),
+                    &attempt.error,
+                    &i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn list_deliveries(&self, id: &WebhookId, limit: usize) -> StoreResult<Vec<DeliveryRecord>> {
+        self.blocking(|| {
+            let mut conn = self.conn()?;
+            let rows = conn.query(
+                "SELECT d.id, d.message_id, m.event_type, d.status, d.next_attempt_at,
+                        d.created_at
+                 FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id
+                 WHERE d.webhook_id = $1 ORDER BY d.created_at DESC, d.id DESC LIMIT $2",
+                &[&id.as_str(), &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )?;
+            let mut deliveries = rows
+                .iter()
+                .map(|row| {
+                    Ok(DeliveryRecord {
+                        id: parsed(row, "id")?,
+                        message_id: parsed(row, "message_id")?,
+                        event_type: parsed(row, "event_type")?,
+                        status: parsed(row, "status")?,
+                        next_attempt_at: optional_text(row, "next_attempt_at")?,
+                        created_at: text(row, "created_at")?,
+                        attempts: Vec::new(),
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            for delivery in &mut deliveries {
+                let rows = conn.query(
+                    "SELECT number, attempted_at, status_code, error, duration_ms
+                     FROM webhook_attempts WHERE delivery_id = $1 ORDER BY number",
+                    &[&delivery.id.as_str()],
+                )?;
+                for row in &rows {
+                    delivery.attempts.push(DeliveryAttempt {
+                        delivery_id: delivery.id.clone(),
+                        number: u32::try_from(row.try_get::<_, i32>("number")?).map_err(corrupt)?,
+                        attempted_at: text(row, "attempted_at")?,
+                        status_code: row
+                            .try_get::<_, Option<i32>>("status_code")?
+                            .map(u16::try_from)
+                            .transpose()
+                            .map_err(corrupt)?,
+                        error: optional_text(row, "error")?,
+                        duration_ms: u64::try_from(row.try_get::<_, i64>("duration_ms")?)
+                            .map_err(corrupt)?,
+                    });
+                }
+            }
+            Ok(deliveries)
+        })
+    }
+}
+
+const CREDENTIAL_COLUMNS: &str = "id, owner, name, provider, env_keys, sealed_env, expires_at, \
+     delete_after_run, created_at, updated_at, last_used_at";
+
+fn credential_from_row(row: &Row) -> StoreResult<StoredCredential> {
+    Ok(StoredCredential {
+        credential: Credential {
+            id: parsed(row, "id")?,
+            owner: text(row, "owner")?,
+            name: CredentialName::parse(&text(row, "name")?).map_err(corrupt)?,
+            provider: parsed(row, "provider")?,
+            env_keys: json(row, "env_keys")?,
+            expires_at: optional_text(row, "expires_at")?,
+            delete_after_run: row.try_get("delete_after_run")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+            last_used_at: optional_text(row, "last_used_at")?,
+        },
+        sealed_env: row.try_get("sealed_env")?,
+    })
+}
+
+const WEBHOOK_COLUMNS: &str =
+    "id, owner, is_admin, url, events, description, sealed_secret, created_at";
+
+fn webhook_from_row(row: &Row) -> StoreResult<StoredWebhook> {
+    let events: Vec<String> = json(row, "events")?;
+    Ok(StoredWebhook {
+        id: parsed(row, "id")?,
+        owner: text(row, "owner")?,
+        is_admin: row.try_get("is_admin")?,
+        url: text(row, "url")?,
+        events: events
+            .iter()
+            .map(|e| e.parse::<EventType>().map_err(corrupt))
+            .collect::<StoreResult<_>>()?,
+        description: optional_text(row, "description")?,
+        sealed_secret: row.try_get("sealed_secret")?,
+        created_at: text(row, "created_at")?,
+    })
+}
+
+fn message_from_row(row: &Row) -> StoreResult<OutboxMessage> {
+    Ok(OutboxMessage {
+        id: parsed(row, "message_id")?,
+        event_type: parsed(row, "event_type")?,
+        owner: text(row, "message_owner")?,
+        twin_id: parsed_optional(row, "twin_id")?,
+        body: text(row, "body")?,
+        created_at: text(row, "message_created_at")?,
+    })
+}
+
+fn claimed_from_row(row: &Row) -> StoreResult<ClaimedDelivery> {
+    Ok(ClaimedDelivery {
+        id: parsed(row, "id")?,
+        message: message_from_row(row)?,
+        webhook_id: parsed(row, "webhook_id")?,
+        url: text(row, "url")?,
+        sealed_secret: row.try_get("sealed_secret")?,
+        attempts: u32::try_from(row.try_get::<_, i32>("attempts")?).map_err(corrupt)?,
+    })
 }

@@ -9,13 +9,17 @@ use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior}
 use rusqlite_migration::{Migrations, M};
 
 use super::{
-    counts, Appended, NewEvent, NewRun, ReplicaBeat, RunFinish, RunProgress, SpoolMark, StateLock,
-    StateVersion, Store, StoreError, StoreResult, StoredEvent, StoredPlan,
+    counts, Appended, ClaimedDelivery, DeliveryAttempt, DeliveryNext, DeliveryRecord, NewDelivery,
+    NewEvent, NewRun, ReplicaBeat, Restored, RunCredential, RunFinish, RunProgress, SpoolMark,
+    StateLock, StateVersion, Store, StoreError, StoreResult, StoredCredential, StoredEvent,
+    StoredPlan, StoredWebhook,
 };
 use crate::clock;
+use crate::domain::events::{EventType, OutboxMessage};
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, MonitorId, NewHistory, NewTwin, Principal, ReplicaId, Run,
-    RunGrant, RunId, RunKind, RunStatus, RunStep, Twin, TwinChange, TwinId, TwinName,
+    Credential, CredentialId, CredentialName, DeploymentStatus, HistoryEntry, MessageId, MonitorId,
+    NewHistory, NewTwin, Principal, ReplicaId, Run, RunGrant, RunId, RunKind, RunStatus, RunStep,
+    SealedVariables, Twin, TwinChange, TwinId, TwinName, WebhookId,
 };
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -27,14 +31,17 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/006_twin_version.sql")),
     M::up(include_str!("../../migrations/007_event_seq.sql")),
     M::up(include_str!("../../migrations/008_replicas.sql")),
+    M::up(include_str!("../../migrations/009_team.sql")),
 ];
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
      is_locked, locked_by_run, last_deployed_at, terraform_outputs, created_at, updated_at, \
-     deleted_at, version";
+     deleted_at, version, secret_variable_names, secret_variables";
 
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
+    /// Names this store as the holder of the leases it takes.
+    holder: String,
 }
 
 impl SqliteStore {
@@ -57,7 +64,10 @@ impl SqliteStore {
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            holder: uuid::Uuid::new_v4().simple().to_string(),
+        })
     }
 
     fn conn(&self) -> StoreResult<PooledConnection<SqliteConnectionManager>> {
@@ -117,6 +127,12 @@ fn twin_from_row(row: &Row<'_>) -> StoreResult<Twin> {
             .transpose()?,
         files: parse_json_column(row, "files")?,
         variables: parse_json_column(row, "variables")?,
+        secret_variables: SealedVariables {
+            names: parse_json_column(row, "secret_variable_names")?,
+            sealed: row.get("secret_variables")?,
+        },
+        // Filled by the caller from twin_credentials.
+        credential_ids: Vec::new(),
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
         deleted_at: row.get("deleted_at")?,
@@ -146,10 +162,66 @@ fn select_twin(tx: &rusqlite::Connection, id: &TwinId) -> StoreResult<Option<Twi
     let sql = format!("SELECT {TWIN_COLUMNS} FROM twins WHERE id = ?1");
     let mut stmt = tx.prepare_cached(&sql)?;
     let mut rows = stmt.query(params![id.as_str()])?;
-    match rows.next()? {
-        Some(row) => Ok(Some(twin_from_row(row)?)),
-        None => Ok(None),
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut twin = twin_from_row(row)?;
+    let mut links = tx.prepare_cached(
+        "SELECT credential_id FROM twin_credentials WHERE twin_id = ?1 ORDER BY position",
+    )?;
+    let mut rows = links.query(params![id.as_str()])?;
+    while let Some(row) = rows.next()? {
+        twin.credential_ids
+            .push(parse_column(row, "credential_id")?);
     }
+    Ok(Some(twin))
+}
+
+/// Writes the twin's credential list (replacing the one it had); a credential that is gone
+/// meanwhile is NotFound.
+fn write_twin_credentials(
+    tx: &Transaction<'_>,
+    twin: &TwinId,
+    credentials: &[CredentialId],
+) -> StoreResult<()> {
+    tx.prepare_cached("DELETE FROM twin_credentials WHERE twin_id = ?1")?
+        .execute(params![twin.as_str()])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO twin_credentials (twin_id, credential_id, position) VALUES (?1, ?2, ?3)",
+    )?;
+    for (position, credential) in credentials.iter().enumerate() {
+        let position = i64::try_from(position).map_err(corrupt)?;
+        insert
+            .execute(params![twin.as_str(), credential.as_str(), position])
+            .map_err(|e| match &e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::NotFound(format!("credential {credential}"))
+                }
+                _ => StoreError::Sqlite(e),
+            })?;
+    }
+    Ok(())
+}
+
+/// Outbox messages, in the caller's transaction (the change they report).
+fn insert_messages(tx: &rusqlite::Connection, messages: &[OutboxMessage]) -> StoreResult<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO webhook_messages (id, event_type, owner, twin_id, body, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for message in messages {
+        insert.execute(params![
+            message.id.as_str(),
+            message.event_type.as_str(),
+            message.owner,
+            message.twin_id.as_ref().map(TwinId::as_str),
+            message.body,
+            message.created_at,
+        ])?;
+    }
+    Ok(())
 }
 
 fn require_twin(tx: &rusqlite::Connection, id: &TwinId) -> StoreResult<Twin> {
@@ -197,7 +269,8 @@ fn write_twin_row(tx: &Transaction<'_>, change: &TwinChange) -> StoreResult<Opti
         .prepare_cached(
             "UPDATE twins SET name = ?3, files = ?4, variables = ?5, deployment_status = ?6,
                     is_locked = ?7, locked_by_run = ?8, deleted_at = ?9, last_deployed_at = ?10,
-                    updated_at = ?11, version = version + 1
+                    updated_at = ?11, secret_variable_names = ?12, secret_variables = ?13,
+                    version = version + 1
              WHERE id = ?1 AND version = ?2",
         )?
         .execute(params![
@@ -212,14 +285,20 @@ fn write_twin_row(tx: &Transaction<'_>, change: &TwinChange) -> StoreResult<Opti
             change.deleted_at,
             change.last_deployed_at,
             change.updated_at,
+            to_json(&change.secret_variables.names)?,
+            change.secret_variables.sealed,
         ])
         .map_err(duplicate_name)?;
     if written == 0 {
         return Ok(None);
     }
+    if let Some(credentials) = &change.credential_ids {
+        write_twin_credentials(tx, &change.id, credentials)?;
+    }
     for row in &change.history {
         insert_history(tx, &change.id, row, &change.updated_at)?;
     }
+    insert_messages(tx, &change.messages)?;
     select_twin(tx, &change.id)
 }
 
@@ -229,8 +308,9 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = clock::now();
         tx.execute(
-            "INSERT INTO twins (id, owner, name, provider, files, variables, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            "INSERT INTO twins (id, owner, name, provider, files, variables, created_at, updated_at,
+                                secret_variable_names, secret_variables)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
             params![
                 twin.id.as_str(),
                 twin.owner,
@@ -239,9 +319,12 @@ impl Store for SqliteStore {
                 to_json(&twin.files)?,
                 to_json(&twin.variables)?,
                 now,
+                to_json(&twin.secret_variables.names)?,
+                twin.secret_variables.sealed,
             ],
         )
         .map_err(duplicate_name)?;
+        write_twin_credentials(&tx, &twin.id, &twin.credential_ids)?;
         insert_history(&tx, &twin.id, history, &now)?;
         let created = require_twin(&tx, &twin.id)?;
         tx.commit()?;
@@ -264,6 +347,25 @@ impl Store for SqliteStore {
         let mut twins = Vec::new();
         while let Some(row) = rows.next()? {
             twins.push(twin_from_row(row)?);
+        }
+        let mut links = conn.prepare_cached(
+            "SELECT tc.twin_id, tc.credential_id FROM twin_credentials tc
+             JOIN twins t ON t.id = tc.twin_id
+             WHERE (?1 OR t.owner = ?2) ORDER BY tc.twin_id, tc.position",
+        )?;
+        let mut rows = links.query(params![principal.is_admin, principal.owner])?;
+        let mut by_twin: std::collections::HashMap<String, Vec<CredentialId>> =
+            std::collections::HashMap::new();
+        while let Some(row) = rows.next()? {
+            by_twin
+                .entry(row.get("twin_id")?)
+                .or_default()
+                .push(parse_column(row, "credential_id")?);
+        }
+        for twin in &mut twins {
+            if let Some(ids) = by_twin.remove(twin.id.as_str()) {
+                twin.credential_ids = ids;
+            }
         }
         Ok(twins)
     }
@@ -388,8 +490,8 @@ impl Store for SqliteStore {
         };
         let now = clock::now();
         tx.execute(
-            "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, owner_replica)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6)",
+            "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, owner_replica, secrets)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7)",
             params![
                 run.id.as_str(),
                 run.twin_id.as_str(),
@@ -397,8 +499,24 @@ impl Store for SqliteStore {
                 run.actor,
                 now,
                 run.owner.as_ref().map(ReplicaId::as_str),
+                run.secrets,
             ],
         )?;
+        for credential in &run.credentials {
+            tx.execute(
+                "INSERT INTO run_credentials (run_id, credential_id, delete_after_run)
+                 VALUES (?1, ?2, ?3)",
+                params![
+                    run.id.as_str(),
+                    credential.id.as_str(),
+                    credential.delete_after_run
+                ],
+            )?;
+            tx.execute(
+                "UPDATE credentials SET last_used_at = ?2 WHERE id = ?1",
+                params![credential.id.as_str(), now],
+            )?;
+        }
         let stored = select_run(&tx, &run.id)?.ok_or_else(|| corrupt("run vanished"))?;
         tx.commit()?;
         Ok(Some((stored, twin)))
@@ -485,11 +603,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn mark_run_processing(&self, id: &RunId) -> StoreResult<()> {
-        self.conn()?.execute(
+    fn mark_run_processing(
+        &self,
+        id: &RunId,
+        started_at: &str,
+        messages: &[OutboxMessage],
+    ) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
             "UPDATE runs SET status = 'processing', start_time = ?2 WHERE id = ?1 AND status = 'pending'",
-            params![id.as_str(), clock::now()],
+            params![id.as_str(), started_at],
         )?;
+        if changed == 1 {
+            insert_messages(&tx, messages)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -842,41 +971,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Version n+1 exists only if version n was the newest: the primary key makes a racing
-        // writer's insert a no-op, and a stale expectation one too.
-        let newest: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM state_versions WHERE twin_id = ?1",
-            params![v.twin_id.as_str()],
-            |row| row.get(0),
-        )?;
-        if newest != expected_previous {
+        if !write_state_version(&tx, v, expected_previous, twin_outputs)? {
             return Ok(false);
         }
-        let inserted = tx.execute(
-            "INSERT INTO state_versions (twin_id, version, serial, lineage, md5, size, resource_count, run_id, actor, created_at, ciphertext)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (twin_id, version) DO NOTHING",
-            params![
-                v.twin_id.as_str(),
-                v.version,
-                v.serial,
-                v.lineage,
-                v.md5,
-                v.size,
-                v.resource_count,
-                v.run_id.as_ref().map(RunId::as_str),
-                v.actor,
-                v.created_at,
-                v.ciphertext,
-            ],
-        )?;
-        if inserted == 0 {
-            return Ok(false);
-        }
-        tx.execute(
-            "UPDATE twins SET terraform_outputs = ?2 WHERE id = ?1",
-            params![v.twin_id.as_str(), twin_outputs.map(to_json).transpose()?],
-        )?;
         tx.commit()?;
         Ok(true)
     }
@@ -1069,6 +1166,449 @@ impl Store for SqliteStore {
         }
         Ok(entries)
     }
+
+    fn insert_credential(&self, stored: &StoredCredential) -> StoreResult<()> {
+        let c = &stored.credential;
+        self.conn()?.execute(
+            "INSERT INTO credentials (id, owner, name, provider, env_keys, sealed_env, expires_at,
+                                      delete_after_run, created_at, updated_at, last_used_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                c.id.as_str(),
+                c.owner,
+                c.name.as_str(),
+                c.provider.as_str(),
+                to_json(&c.env_keys)?,
+                stored.sealed_env,
+                c.expires_at,
+                c.delete_after_run,
+                c.created_at,
+                c.updated_at,
+                c.last_used_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn get_credential(&self, id: &CredentialId) -> StoreResult<Option<StoredCredential>> {
+        let conn = self.conn()?;
+        let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id = ?1");
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![id.as_str()])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(credential_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list_credentials(&self, owner: Option<&str>) -> StoreResult<Vec<StoredCredential>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE (?1 IS NULL OR owner = ?1)
+             ORDER BY created_at, id"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![owner])?;
+        let mut credentials = Vec::new();
+        while let Some(row) = rows.next()? {
+            credentials.push(credential_from_row(row)?);
+        }
+        Ok(credentials)
+    }
+
+    fn update_credential(&self, stored: &StoredCredential) -> StoreResult<()> {
+        let c = &stored.credential;
+        let changed = self.conn()?.execute(
+            "UPDATE credentials SET name = ?2, provider = ?3, env_keys = ?4, sealed_env = ?5,
+                    expires_at = ?6, delete_after_run = ?7, updated_at = ?8
+             WHERE id = ?1",
+            params![
+                c.id.as_str(),
+                c.name.as_str(),
+                c.provider.as_str(),
+                to_json(&c.env_keys)?,
+                stored.sealed_env,
+                c.expires_at,
+                c.delete_after_run,
+                c.updated_at,
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("credential {}", c.id)));
+        }
+        Ok(())
+    }
+
+    fn delete_credential(
+        &self,
+        id: &CredentialId,
+        detach: bool,
+    ) -> StoreResult<Result<(), Vec<TwinId>>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM credentials WHERE id = ?1)",
+            params![id.as_str()],
+            |row| row.get(0),
+        )?;
+        if !exists {
+            return Err(StoreError::NotFound(format!("credential {id}")));
+        }
+        let mut users = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT t.id FROM twin_credentials tc JOIN twins t ON t.id = tc.twin_id
+                 WHERE tc.credential_id = ?1 AND t.deleted_at IS NULL
+                 ORDER BY t.created_at, t.id",
+            )?;
+            let mut rows = stmt.query(params![id.as_str()])?;
+            while let Some(row) = rows.next()? {
+                users.push(parse_column(row, "id")?);
+            }
+        }
+        if !users.is_empty() && !detach {
+            return Ok(Err(users));
+        }
+        tx.execute(
+            "DELETE FROM twin_credentials WHERE credential_id = ?1",
+            params![id.as_str()],
+        )?;
+        tx.execute(
+            "DELETE FROM credentials WHERE id = ?1",
+            params![id.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    fn run_secrets(&self, run_id: &RunId) -> StoreResult<Option<Vec<u8>>> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                "SELECT secrets FROM runs WHERE id = ?1",
+                params![run_id.as_str()],
+                |row| row.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    fn run_credentials(&self, run_id: &RunId) -> StoreResult<Vec<RunCredential>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT credential_id, delete_after_run FROM run_credentials WHERE run_id = ?1
+             ORDER BY credential_id",
+        )?;
+        let mut rows = stmt.query(params![run_id.as_str()])?;
+        let mut credentials = Vec::new();
+        while let Some(row) = rows.next()? {
+            credentials.push(RunCredential {
+                id: parse_column(row, "credential_id")?,
+                delete_after_run: row.get("delete_after_run")?,
+            });
+        }
+        Ok(credentials)
+    }
+
+    fn latest_run_of_kind(&self, twin_id: &TwinId, kind: RunKind) -> StoreResult<Option<Run>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE twin_id = ?1 AND kind = ?2
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![twin_id.as_str(), kind.as_str()])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(run_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn try_lead(&self, task: &str, lease: Duration) -> StoreResult<bool> {
+        let led: Option<String> = self
+            .conn()?
+            .query_row(
+                "INSERT INTO leaders (task, holder, lease_until)
+                 VALUES (?1, ?2, julianday('now') + ?3 / 86400.0)
+                 ON CONFLICT (task) DO UPDATE
+                    SET holder = excluded.holder, lease_until = excluded.lease_until
+                    WHERE leaders.holder = excluded.holder
+                       OR leaders.lease_until < julianday('now')
+                 RETURNING holder",
+                params![task, self.holder, lease.as_secs_f64()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(led.is_some())
+    }
+
+    fn restore_state_version(
+        &self,
+        version: &StateVersion,
+        expected_previous: i64,
+        twin_outputs: Option<&serde_json::Value>,
+        change: &TwinChange,
+    ) -> StoreResult<Restored> {
+        let mut conn = self.conn()?;
+        // One writer at a time: nobody takes the state lock between the look and the write.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(holder) = select_state_lock(&tx, &version.twin_id)? {
+            return Ok(Restored::StateLocked(holder));
+        }
+        if write_twin_row(&tx, change)?.is_none()
+            || !write_state_version(&tx, version, expected_previous, twin_outputs)?
+        {
+            return Ok(Restored::Changed);
+        }
+        tx.commit()?;
+        Ok(Restored::Written)
+    }
+
+    fn insert_webhook(&self, hook: &StoredWebhook) -> StoreResult<()> {
+        let events: Vec<&str> = hook.events.iter().map(|e| e.as_str()).collect();
+        self.conn()?.execute(
+            "INSERT INTO webhooks (id, owner, is_admin, url, events, description, sealed_secret, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                hook.id.as_str(),
+                hook.owner,
+                hook.is_admin,
+                hook.url,
+                to_json(&events)?,
+                hook.description,
+                hook.sealed_secret,
+                hook.created_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn list_webhooks(&self, owner: Option<&str>) -> StoreResult<Vec<StoredWebhook>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE (?1 IS NULL OR owner = ?1)
+             ORDER BY created_at, id"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![owner])?;
+        let mut hooks = Vec::new();
+        while let Some(row) = rows.next()? {
+            hooks.push(webhook_from_row(row)?);
+        }
+        Ok(hooks)
+    }
+
+    fn get_webhook(&self, id: &WebhookId) -> StoreResult<Option<StoredWebhook>> {
+        let conn = self.conn()?;
+        let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1");
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![id.as_str()])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(webhook_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn delete_webhook(&self, id: &WebhookId) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM webhook_attempts WHERE delivery_id IN
+                 (SELECT id FROM webhook_deliveries WHERE webhook_id = ?1)",
+            params![id.as_str()],
+        )?;
+        tx.execute(
+            "DELETE FROM webhook_deliveries WHERE webhook_id = ?1",
+            params![id.as_str()],
+        )?;
+        let deleted = tx.execute("DELETE FROM webhooks WHERE id = ?1", params![id.as_str()])?;
+        tx.commit()?;
+        Ok(deleted > 0)
+    }
+
+    fn pending_messages(&self, limit: usize) -> StoreResult<Vec<OutboxMessage>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id AS message_id, event_type, owner AS message_owner, twin_id, body,
+                    created_at AS message_created_at
+             FROM webhook_messages WHERE fanned_out = 0 ORDER BY created_at, id LIMIT ?1",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![limit])?;
+        let mut messages = Vec::new();
+        while let Some(row) = rows.next()? {
+            messages.push(message_from_row(row)?);
+        }
+        Ok(messages)
+    }
+
+    fn fan_out_message(&self, id: &MessageId, deliveries: &[NewDelivery]) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let claimed = tx.execute(
+            "UPDATE webhook_messages SET fanned_out = 1 WHERE id = ?1 AND fanned_out = 0",
+            params![id.as_str()],
+        )?;
+        if claimed == 0 {
+            return Ok(false);
+        }
+        let now = clock::now();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO webhook_deliveries (id, message_id, webhook_id, status, attempts,
+                                                 next_attempt_at, created_at, updated_at)
+                 SELECT ?1, ?2, ?3, 'pending', 0, ?4, ?5, ?5
+                 WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = ?3)",
+            )?;
+            for delivery in deliveries {
+                insert.execute(params![
+                    delivery.id.as_str(),
+                    id.as_str(),
+                    delivery.webhook_id.as_str(),
+                    delivery.next_attempt_at,
+                    now,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn claim_deliveries(
+        &self,
+        worker: &str,
+        now: &str,
+        lease_until: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let mut conn = self.conn()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // A look without the write lock first: most polls find nothing due.
+        let any_due: bool = conn.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE {DELIVERY_DUE})"),
+            params![now],
+            |row| row.get(0),
+        )?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let due: Vec<String> = {
+            let sql = format!(
+                "SELECT id FROM webhook_deliveries WHERE {DELIVERY_DUE}
+                 ORDER BY next_attempt_at, id LIMIT ?2"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![now, limit], |row| row.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut claimed = Vec::new();
+        for id in due {
+            let sql = format!(
+                "UPDATE webhook_deliveries SET status = 'sending', claimed_by = ?2,
+                        claimed_until = ?3, updated_at = ?1
+                 WHERE id = ?4 AND {DELIVERY_DUE}"
+            );
+            if tx.execute(&sql, params![now, worker, lease_until, id])? == 0 {
+                continue;
+            }
+            let sql = format!("{CLAIMED_SELECT} WHERE d.id = ?1");
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![id])?;
+            if let Some(row) = rows.next()? {
+                claimed.push(claimed_from_row(row)?);
+            }
+        }
+        tx.commit()?;
+        Ok(claimed)
+    }
+
+    fn record_attempt(
+        &self,
+        worker: &str,
+        attempt: &DeliveryAttempt,
+        next: &DeliveryNext,
+    ) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (status, next_at) = match next {
+            DeliveryNext::Succeeded => ("succeeded", None),
+            DeliveryNext::Retry { at } => ("pending", Some(at.as_str())),
+            DeliveryNext::Failed => ("failed", None),
+        };
+        let changed = tx.execute(
+            "UPDATE webhook_deliveries SET status = ?3, attempts = ?4, next_attempt_at = ?5,
+                    claimed_by = NULL, claimed_until = NULL, updated_at = ?6
+             WHERE id = ?1 AND status = 'sending' AND claimed_by = ?2",
+            params![
+                attempt.delivery_id.as_str(),
+                worker,
+                status,
+                attempt.number,
+                next_at,
+                clock::now(),
+            ],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO webhook_attempts (delivery_id, number, attempted_at, status_code, error, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                attempt.delivery_id.as_str(),
+                attempt.number,
+                attempt.attempted_at,
+                attempt.status_code,
+                attempt.error,
+                i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX),
+            ],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn list_deliveries(&self, id: &WebhookId, limit: usize) -> StoreResult<Vec<DeliveryRecord>> {
+        let conn = self.conn()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = conn.prepare_cached(
+            "SELECT d.id, d.message_id, m.event_type, d.status, d.next_attempt_at, d.created_at
+             FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id
+             WHERE d.webhook_id = ?1 ORDER BY d.created_at DESC, d.id DESC LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![id.as_str(), limit])?;
+        let mut deliveries = Vec::new();
+        while let Some(row) = rows.next()? {
+            deliveries.push(DeliveryRecord {
+                id: parse_column(row, "id")?,
+                message_id: parse_column(row, "message_id")?,
+                event_type: parse_column(row, "event_type")?,
+                status: parse_column(row, "status")?,
+                next_attempt_at: row.get("next_attempt_at")?,
+                created_at: row.get("created_at")?,
+                attempts: Vec::new(),
+            });
+        }
+        let mut attempts = conn.prepare_cached(
+            "SELECT number, attempted_at, status_code, error, duration_ms FROM webhook_attempts
+             WHERE delivery_id = ?1 ORDER BY number",
+        )?;
+        for delivery in &mut deliveries {
+            let mut rows = attempts.query(params![delivery.id.as_str()])?;
+            while let Some(row) = rows.next()? {
+                delivery.attempts.push(DeliveryAttempt {
+                    delivery_id: delivery.id.clone(),
+                    number: row.get("number")?,
+                    attempted_at: row.get("attempted_at")?,
+                    status_code: row.get("status_code")?,
+                    error: row.get("error")?,
+                    duration_ms: u64::try_from(row.get::<_, i64>("duration_ms")?)
+                        .map_err(corrupt)?,
+                });
+            }
+        }
+        Ok(deliveries)
+    }
 }
 
 const RUN_COLUMNS: &str =
@@ -1151,7 +1691,6 @@ fn select_run(conn: &rusqlite::Connection, id: &RunId) -> StoreResult<Option<Run
 /// The run's end and its twin's new row; false when the twin has changed since the end was
 /// decided (the caller decides again).
 fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<bool> {
-    let now = clock::now();
     if let Some(change) = &finish.twin {
         if write_twin_row(tx, change)?.is_none() {
             return Ok(false);
@@ -1161,6 +1700,7 @@ fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<bool> {
     tx.execute(
         "UPDATE runs SET status = ?2, exit_code = ?3, error = ?4, message = ?5, outputs = ?6,
                 end_time = ?7, result = ?8, monitor_pid = NULL, monitor_start = NULL,
+                secrets = NULL,
                 progress = CASE WHEN ?2 = 'completed' THEN 100 ELSE progress END
          WHERE id = ?1",
         params![
@@ -1170,9 +1710,66 @@ fn finish_run(tx: &Transaction<'_>, finish: &RunFinish) -> StoreResult<bool> {
             finish.error,
             finish.message,
             outputs_json,
-            now,
+            finish.ended_at,
             finish.result.as_ref().map(to_json).transpose()?,
         ],
+    )?;
+    for credential in &finish.delete_credentials {
+        tx.execute(
+            "DELETE FROM twin_credentials WHERE credential_id = ?1",
+            params![credential.as_str()],
+        )?;
+        tx.execute(
+            "DELETE FROM credentials WHERE id = ?1",
+            params![credential.as_str()],
+        )?;
+    }
+    insert_messages(tx, &finish.messages)?;
+    Ok(true)
+}
+
+/// Inserts a state version if the twin's newest is still `expected_previous`, making
+/// `twin_outputs` the twin's, in the caller's transaction; false when another write came first.
+fn write_state_version(
+    tx: &Transaction<'_>,
+    v: &StateVersion,
+    expected_previous: i64,
+    twin_outputs: Option<&serde_json::Value>,
+) -> StoreResult<bool> {
+    // Version n+1 exists only if version n was the newest: the primary key makes a racing
+    // writer's insert a no-op, and a stale expectation one too.
+    let newest: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM state_versions WHERE twin_id = ?1",
+        params![v.twin_id.as_str()],
+        |row| row.get(0),
+    )?;
+    if newest != expected_previous {
+        return Ok(false);
+    }
+    let inserted = tx.execute(
+        "INSERT INTO state_versions (twin_id, version, serial, lineage, md5, size, resource_count, run_id, actor, created_at, ciphertext)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (twin_id, version) DO NOTHING",
+        params![
+            v.twin_id.as_str(),
+            v.version,
+            v.serial,
+            v.lineage,
+            v.md5,
+            v.size,
+            v.resource_count,
+            v.run_id.as_ref().map(RunId::as_str),
+            v.actor,
+            v.created_at,
+            v.ciphertext,
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE twins SET terraform_outputs = ?2 WHERE id = ?1",
+        params![v.twin_id.as_str(), twin_outputs.map(to_json).transpose()?],
     )?;
     Ok(true)
 }
@@ -1242,3 +1839,79 @@ fn select_state_lock(
     })
     .transpose()
 }
+
+const CREDENTIAL_COLUMNS: &str = "id, owner, name, provider, env_keys, sealed_env, expires_at, \
+     delete_after_run, created_at, updated_at, last_used_at";
+
+fn credential_from_row(row: &Row<'_>) -> StoreResult<StoredCredential> {
+    Ok(StoredCredential {
+        credential: Credential {
+            id: parse_column(row, "id")?,
+            owner: row.get("owner")?,
+            name: CredentialName::parse(&row.get::<_, String>("name")?).map_err(corrupt)?,
+            provider: parse_column(row, "provider")?,
+            env_keys: parse_json_column(row, "env_keys")?,
+            expires_at: row.get("expires_at")?,
+            delete_after_run: row.get("delete_after_run")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+            last_used_at: row.get("last_used_at")?,
+        },
+        sealed_env: row.get("sealed_env")?,
+    })
+}
+
+const WEBHOOK_COLUMNS: &str =
+    "id, owner, is_admin, url, events, description, sealed_secret, created_at";
+
+fn webhook_from_row(row: &Row<'_>) -> StoreResult<StoredWebhook> {
+    let events: Vec<String> = parse_json_column(row, "events")?;
+    Ok(StoredWebhook {
+        id: parse_column(row, "id")?,
+        owner: row.get("owner")?,
+        is_admin: row.get("is_admin")?,
+        url: row.get("url")?,
+        events: events
+            .iter()
+            .map(|e| e.parse::<EventType>().map_err(corrupt))
+            .collect::<StoreResult<_>>()?,
+        description: row.get("description")?,
+        sealed_secret: row.get("sealed_secret")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+fn message_from_row(row: &Row<'_>) -> StoreResult<OutboxMessage> {
+    Ok(OutboxMessage {
+        id: parse_column(row, "message_id")?,
+        event_type: parse_column(row, "event_type")?,
+        owner: row.get("message_owner")?,
+        twin_id: parse_optional_column(row, "twin_id")?,
+        body: row.get("body")?,
+        created_at: row.get("message_created_at")?,
+    })
+}
+
+/// A claimed delivery with its webhook and message.
+const CLAIMED_SELECT: &str = "SELECT d.id, d.webhook_id, d.attempts, w.url, w.sealed_secret,
+        m.id AS message_id, m.event_type, m.owner AS message_owner, m.twin_id, m.body,
+        m.created_at AS message_created_at
+     FROM webhook_deliveries d
+     JOIN webhooks w ON w.id = d.webhook_id
+     JOIN webhook_messages m ON m.id = d.message_id";
+
+fn claimed_from_row(row: &Row<'_>) -> StoreResult<ClaimedDelivery> {
+    Ok(ClaimedDelivery {
+        id: parse_column(row, "id")?,
+        message: message_from_row(row)?,
+        webhook_id: parse_column(row, "webhook_id")?,
+        url: row.get("url")?,
+        sealed_secret: row.get("sealed_secret")?,
+        attempts: row.get("attempts")?,
+    })
+}
+
+/// A due delivery: waiting for its next attempt, or claimed under a lease that ended (its
+/// worker died mid-send).
+const DELIVERY_DUE: &str = "((status = 'pending' AND next_attempt_at <= ?1)
+     OR (status = 'sending' AND claimed_until <= ?1))";

@@ -2,17 +2,22 @@
 //! domain what the new row is (or why not), and writes it only while the twin is still at the
 //! version it was read at; a change that lost a race is decided again on the twin as it is
 //! now. So of many racing requests exactly one wins, under SQLite's single writer and
-//! PostgreSQL's concurrent ones alike, and the stores hold no rule.
+//! PostgreSQL's concurrent ones alike, and the stores hold no rule. A twin's sensitive
+//! variables are sealed by the vault before they reach a row, and it may name only its
+//! owner's credentials.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::clock;
 use crate::domain::{
-    DeploymentStatus, HistoryEntry, NewHistory, NewTwin, Principal, Refusal, Run, RunId,
-    StatusMove, Twin, TwinChange, TwinId, TwinUpdate,
+    CredentialId, DeploymentStatus, HistoryEntry, NewHistory, NewTwin, Principal, Provider,
+    Refusal, Run, RunId, StatusMove, Twin, TwinChange, TwinFiles, TwinId, TwinName, TwinUpdate,
+    VariableInput,
 };
 use crate::state::{StateError, StateService};
 use crate::store::{run_blocking, NewRun, Store, StoreError};
+use crate::vault::{Vault, VaultError};
 
 /// How often a change is decided again after losing a race, before it gives up (only a twin
 /// changed that often in that instant gets there).
@@ -28,8 +33,40 @@ pub enum TwinError {
     Store(StoreError),
     #[error(transparent)]
     State(#[from] StateError),
+    /// Its credentials or sensitive variables refuse the change, or cannot be sealed.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
     #[error("twin {0} kept changing; try again")]
     Busy(TwinId),
+}
+
+/// A new twin as a caller gives it, checked; its variables as given (some marked sensitive).
+#[derive(Debug, Clone)]
+pub struct NewTwinInput {
+    pub name: TwinName,
+    pub provider: Provider,
+    pub files: TwinFiles,
+    pub variables: BTreeMap<String, VariableInput>,
+    pub credential_ids: Vec<CredentialId>,
+}
+
+/// A change to a twin's configuration as a caller gives it; `None` keeps what is there. New
+/// variables replace all of them (a sensitive one given back as the mask keeps its value).
+#[derive(Debug, Clone, Default)]
+pub struct TwinEdit {
+    pub name: Option<TwinName>,
+    pub files: Option<TwinFiles>,
+    pub variables: Option<BTreeMap<String, VariableInput>>,
+    pub credential_ids: Option<Vec<CredentialId>>,
+}
+
+impl TwinEdit {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.files.is_none()
+            && self.variables.is_none()
+            && self.credential_ids.is_none()
+    }
 }
 
 impl From<StoreError> for TwinError {
@@ -44,11 +81,16 @@ impl From<StoreError> for TwinError {
 pub struct Twins {
     store: Arc<dyn Store>,
     state: Arc<StateService>,
+    vault: Arc<Vault>,
 }
 
 impl Twins {
-    pub fn new(store: Arc<dyn Store>, state: Arc<StateService>) -> Self {
-        Self { store, state }
+    pub fn new(store: Arc<dyn Store>, state: Arc<StateService>, vault: Arc<Vault>) -> Self {
+        Self {
+            store,
+            state,
+            vault,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -106,12 +148,9 @@ impl Twins {
         let history = Self::created(actor);
         let state = Arc::clone(&self.state);
         let actor = actor.to_owned();
-        let span = tracing::Span::current();
-        let created = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| state.create_twin(new, &history, &actor))
-        })
-        .await
-        .map_err(|e| TwinError::Store(StoreError::Task(e.to_string())))?;
+        let created = crate::store::blocking(move || state.create_twin(new, &history, &actor))
+            .await
+            .map_err(TwinError::Store)?;
         match created {
             Err(StateError::Store(StoreError::Duplicate(_))) => {
                 Err(TwinError::Refused(Refusal::NameTaken { name }))
@@ -120,15 +159,60 @@ impl Twins {
         }
     }
 
+    /// Creates the caller's twin: its credentials must be the caller's, its sensitive
+    /// variables are sealed.
+    pub async fn create_for(
+        &self,
+        principal: &Principal,
+        input: NewTwinInput,
+    ) -> Result<Twin, TwinError> {
+        let id = TwinId::generate();
+        let credential_ids = self
+            .checked_credentials(principal, &principal.owner, input.credential_ids)
+            .await?;
+        let (variables, secret_variables) =
+            self.vault.seal_variables(&id, input.variables, None)?;
+        let new = NewTwin {
+            id,
+            owner: principal.owner.clone(),
+            name: input.name,
+            provider: input.provider,
+            files: input.files,
+            variables,
+            secret_variables,
+            credential_ids,
+        };
+        self.create(new, &principal.owner).await
+    }
+
+    /// Credentials a twin of `owner` may name, checked against the store (off the runtime).
+    async fn checked_credentials(
+        &self,
+        principal: &Principal,
+        owner: &str,
+        ids: Vec<CredentialId>,
+    ) -> Result<Vec<CredentialId>, TwinError> {
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let (vault, principal, owner) =
+            (Arc::clone(&self.vault), principal.clone(), owner.to_owned());
+        Ok(
+            crate::store::blocking(move || vault.check_credentials(&principal, &owner, ids))
+                .await??,
+        )
+    }
+
     /// Decides a change on the twin as it is and writes it, again and again while it loses
     /// races. A name taken by another live twin is a refusal like any other.
-    pub async fn change<F>(&self, id: &TwinId, decide: F) -> Result<Twin, TwinError>
+    pub async fn change<F, E>(&self, id: &TwinId, decide: F) -> Result<Twin, TwinError>
     where
-        F: Fn(&Twin, &str) -> Result<TwinChange, Refusal>,
+        F: Fn(&Twin, &str) -> Result<TwinChange, E>,
+        TwinError: From<E>,
     {
         for _ in 0..ATTEMPTS {
             let twin = self.get(id).await?;
-            let change = decide(&twin, &clock::now())?;
+            let change = decide(&twin, &clock::now()).map_err(TwinError::from)?;
             let name = change.name.to_string();
             let written = run_blocking(&self.store, move |s| s.write_twin(&change)).await;
             match written {
@@ -143,14 +227,41 @@ impl Twins {
         Err(TwinError::Busy(id.clone()))
     }
 
-    pub async fn update(
+    /// A change of the twin's configuration by `principal` (who may see it): credentials
+    /// must be the twin owner's; sensitive variables are sealed against the twin as it is
+    /// when the change is decided, so one sent back as the mask keeps the value it has then.
+    pub async fn edit(
         &self,
-        id: &TwinId,
-        update: TwinUpdate,
-        actor: &str,
+        principal: &Principal,
+        twin: &Twin,
+        edit: TwinEdit,
     ) -> Result<Twin, TwinError> {
-        self.change(id, |twin, now| twin.edited(&update, actor, now))
-            .await
+        let credential_ids = match edit.credential_ids {
+            Some(ids) => Some(
+                self.checked_credentials(principal, &twin.owner, ids)
+                    .await?,
+            ),
+            None => None,
+        };
+        let actor = principal.owner.as_str();
+        self.change(&twin.id, |current, now| -> Result<TwinChange, TwinError> {
+            let variables = edit
+                .variables
+                .clone()
+                .map(|inputs| {
+                    self.vault
+                        .seal_variables(&current.id, inputs, Some(current))
+                })
+                .transpose()?;
+            let update = TwinUpdate {
+                name: edit.name.clone(),
+                files: edit.files.clone(),
+                variables,
+                credential_ids: credential_ids.clone(),
+            };
+            Ok(current.edited(&update, actor, now)?)
+        })
+        .await
     }
 
     pub async fn soft_delete(&self, id: &TwinId, actor: &str) -> Result<Twin, TwinError> {

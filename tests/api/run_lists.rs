@@ -19,6 +19,8 @@ fn record_run(app: &TestApp, twin_id: &str) -> String {
         actor: "recorder".into(),
         // This gateway's, so none claims it from the queue to run it.
         owner: Some(app.replica()),
+        secrets: None,
+        credentials: Vec::new(),
     };
     let (run, _) = app.store().start_run(run, None).unwrap().unwrap();
     run.id.to_string()

@@ -43,7 +43,7 @@ fn race<T: Send + 'static>(
 /// A store of its own, with no gateway on it (a gateway would claim what these tests queue),
 /// on the suite's database: SQLite in a temporary directory, or a fresh PostgreSQL database.
 /// The directory lives as long as the test.
-fn fresh_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+pub fn fresh_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::new(dir.path());
     settings.database_url = crate::helpers::test_database_url();
@@ -60,6 +60,8 @@ fn new_twin(store: &Arc<dyn Store>, name: &str) -> TwinId {
         provider: "sandbox".parse().unwrap(),
         files: serde_json::from_value(serde_json::json!({ "main.tf": "" })).unwrap(),
         variables: Default::default(),
+        secret_variables: Default::default(),
+        credential_ids: Vec::new(),
     };
     let store = Arc::clone(store);
     crate::postgres_cluster::off_runtime(move || {
@@ -75,6 +77,8 @@ fn new_run(store: &Arc<dyn Store>, twin: &TwinId, owner: Option<ReplicaId>) -> R
         kind: RunKind::Plan,
         actor: "test".into(),
         owner,
+        secrets: None,
+        credentials: Vec::new(),
     };
     let store = Arc::clone(store);
     crate::postgres_cluster::off_runtime(move || store.start_run(run, None).unwrap().unwrap().0.id)
@@ -259,6 +263,9 @@ fn nothing_is_appended_after_a_run_ends_whoever_tries() {
         outputs: None,
         twin: None,
         result: None,
+        ended_at: clock::now(),
+        delete_credentials: Vec::new(),
+        messages: Vec::new(),
     };
     let (ended, late_finish) = {
         let (store, run) = (Arc::clone(&store), run.clone());
@@ -356,4 +363,123 @@ fn a_run_is_taken_from_its_gateway_only_after_the_gateway_falls_silent() {
         "a run of a gateway never seen alive was not taken"
     );
     assert_eq!(owner, Some(expected_owner));
+}
+
+/// `count` stores on one fresh database, as that many gateways open it.
+fn stores_on_one_database(count: usize) -> (Vec<Arc<dyn Store>>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new(dir.path());
+    settings.database_url = crate::helpers::test_database_url();
+    let stores = (0..count)
+        .map(|_| {
+            crate::postgres_cluster::off_runtime(|| terrastream::store::open(&settings)).unwrap()
+        })
+        .collect();
+    (stores, dir)
+}
+
+#[test]
+fn one_gateway_leads_a_task_and_another_only_once_its_lease_has_ended() {
+    use std::time::{Duration, Instant};
+    let (stores, _dir) = stores_on_one_database(2);
+    let minute = Duration::from_secs(60);
+    let (first, second) = (Arc::clone(&stores[0]), Arc::clone(&stores[1]));
+    // Both gateways' threads at once: one gateway leads, all of its calls say so.
+    let answers = race(&first, {
+        let second = Arc::clone(&second);
+        move |first, i| {
+            let store = if i % 2 == 0 { first } else { second.as_ref() };
+            (i % 2, store.try_lead("drift", minute).unwrap())
+        }
+    });
+    let leaders: std::collections::BTreeSet<usize> = answers
+        .iter()
+        .filter(|(_, leads)| *leads)
+        .map(|(who, _)| *who)
+        .collect();
+    assert_eq!(leaders.len(), 1, "{answers:?}");
+    let winner = *leaders.iter().next().unwrap();
+    assert!(
+        answers
+            .iter()
+            .all(|(who, leads)| *leads == (*who == winner)),
+        "{answers:?}"
+    );
+    let (leader, other) = if winner == 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    crate::postgres_cluster::off_runtime(move || {
+        // Another task is led on its own.
+        assert!(other.try_lead("another task", minute).unwrap());
+        // The leader renews with a short lease and stops renewing (as a lost gateway does):
+        // the other one takes over once it has ended, and then keeps it.
+        assert!(leader
+            .try_lead("drift", Duration::from_millis(200))
+            .unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !other.try_lead("drift", minute).unwrap() {
+            assert!(Instant::now() < deadline, "the lease never ended");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!leader.try_lead("drift", minute).unwrap());
+        assert!(other.try_lead("drift", minute).unwrap());
+    });
+}
+
+#[test]
+fn a_message_is_handed_out_once_and_a_due_delivery_claimed_by_one_racing_worker() {
+    use terrastream::domain::{DeliveryId, WebhookId};
+    use terrastream::store::{NewDelivery, StoredWebhook};
+    let (store, _dir) = fresh_store();
+    let twin_id = new_twin(&store, "hooked");
+    let hook = StoredWebhook {
+        id: WebhookId::generate(),
+        owner: "admin".into(),
+        is_admin: true,
+        url: "https://receiver.test/".into(),
+        events: Vec::new(),
+        description: None,
+        sealed_secret: vec![7],
+        created_at: "2000-01-01T00:00:00.000000Z".into(),
+    };
+    let message = {
+        let (store, hook) = (Arc::clone(&store), hook.clone());
+        crate::postgres_cluster::off_runtime(move || {
+            store.insert_webhook(&hook).unwrap();
+            let twin = store.get_twin(&twin_id).unwrap().unwrap();
+            let deleted = twin.soft_deleted("admin", &clock::now()).unwrap();
+            store.write_twin(&deleted).unwrap().unwrap();
+            store.pending_messages(10).unwrap().remove(0)
+        })
+    };
+    let handed = race(&store, {
+        let (message, hook) = (message.clone(), hook.clone());
+        move |store, _| {
+            let delivery = NewDelivery {
+                id: DeliveryId::generate(),
+                webhook_id: hook.id.clone(),
+                next_attempt_at: "2000-01-01T00:00:00.000000Z".into(),
+            };
+            store.fan_out_message(&message.id, &[delivery]).unwrap()
+        }
+    });
+    assert_eq!(handed.iter().filter(|h| **h).count(), 1, "{handed:?}");
+    let claimed = race(&store, |store, i| {
+        store
+            .claim_deliveries(
+                &format!("worker-{i}"),
+                "2030-01-01T00:00:00.000000Z",
+                "2030-01-01T00:00:30.000000Z",
+                10,
+            )
+            .unwrap()
+            .len()
+    });
+    assert_eq!(claimed.iter().sum::<usize>(), 1, "{claimed:?}");
+    let records =
+        crate::postgres_cluster::off_runtime(move || store.list_deliveries(&hook.id, 10).unwrap());
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status.as_str(), "sending");
 }

@@ -31,8 +31,8 @@ use super::workspace::{self, Workspace};
 use crate::auth::RunGrants;
 use crate::config::Settings;
 use crate::domain::{
-    DeploymentStatus, LockChange, Outcome, ReplicaId, Run, RunEvent, RunGrant, RunId, RunKind,
-    RunStep, Stage, StatusMove, Twin, TwinEnd,
+    DeploymentStatus, LockChange, Outcome, PlannedResource, ReplicaId, ResourceChange, Run,
+    RunEvent, RunGrant, RunId, RunKind, RunResult, RunStep, Stage, StatusMove, Twin, TwinEnd,
 };
 use crate::hub::{EventHub, HubError};
 use crate::metrics::Metrics;
@@ -54,6 +54,9 @@ pub enum RunError {
     Twin(#[from] TwinError),
     #[error("the gateway is shutting down and starts no new runs")]
     ShuttingDown,
+    /// The twin's secrets refuse the run (an expired credential) or cannot be read.
+    #[error(transparent)]
+    Secrets(#[from] crate::vault::VaultError),
 }
 
 /// Why a run whose monitor is gone too (the machine was lost) fails.
@@ -106,6 +109,48 @@ impl Stop {
             exit_code: None,
         }
     }
+
+    /// The same stop with the run's secrets masked in what it says.
+    fn masked(self, masker: &Masker) -> Self {
+        match self {
+            Stop::Failed { error, exit_code } => Stop::Failed {
+                error: masker.mask(error),
+                exit_code,
+            },
+            Stop::Unstarted(Some(why)) => Stop::Unstarted(Some(masker.mask(why))),
+            other => other,
+        }
+    }
+}
+
+/// What a plan or drift check found, with the run's secrets masked wherever they could show
+/// (addresses, and planned attribute values a configuration did not declare sensitive).
+fn mask_result(masker: &Masker, result: RunResult) -> RunResult {
+    let changes = |list: Option<Vec<ResourceChange>>| {
+        list.map(|list| {
+            list.into_iter()
+                .map(|change| ResourceChange {
+                    address: masker.mask(change.address),
+                    resource_type: change.resource_type,
+                    action: change.action,
+                })
+                .collect()
+        })
+    };
+    RunResult {
+        changes: changes(result.changes),
+        summary: result.summary,
+        resources_after: result.resources_after.map(|list| {
+            list.into_iter()
+                .map(|resource| PlannedResource {
+                    address: masker.mask(resource.address),
+                    attributes: masker.mask_json(resource.attributes),
+                    ..resource
+                })
+                .collect()
+        }),
+        drifted: changes(result.drifted),
+    }
 }
 
 /// How a run ended, before it is recorded.
@@ -134,10 +179,22 @@ struct Resume {
     attach: Option<RunStep>,
 }
 
-/// Identifies a configuration: the twin's files and variables.
+/// Identifies a configuration: the twin's files and variables, its sensitive variables by
+/// their sealed form (never their values) and its credentials. A twin without either hashes
+/// as before they existed.
 fn config_hash(twin: &Twin) -> String {
     use sha2::{Digest, Sha256};
-    let text = serde_json::to_string(&(&twin.files, &twin.variables)).unwrap_or_default();
+    let sealed = twin
+        .secret_variables
+        .sealed
+        .as_deref()
+        .map(|bytes| hex::encode(Sha256::digest(bytes)));
+    let text = if sealed.is_none() && twin.credential_ids.is_empty() {
+        serde_json::to_string(&(&twin.files, &twin.variables))
+    } else {
+        serde_json::to_string(&(&twin.files, &twin.variables, &sealed, &twin.credential_ids))
+    }
+    .unwrap_or_default();
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -150,6 +207,8 @@ pub struct SupervisorParts {
     pub grants: Arc<RunGrants>,
     pub runtime: Handle,
     pub credentials: Credentials,
+    /// Owners' credentials and twins' sensitive variables, sealed; each run's secrets.
+    pub vault: Arc<crate::vault::Vault>,
     pub metrics: Arc<Metrics>,
     /// How every terraform process is isolated (checked at start).
     pub isolation: Isolation,
@@ -309,6 +368,10 @@ impl Supervisor {
             return Err(RunError::ShuttingDown);
         }
         let run_id = RunId::generate();
+        // Refused before anything is made when a credential has expired.
+        let (vault, id, owned) = (Arc::clone(&self.parts.vault), run_id.clone(), twin.clone());
+        let prepared =
+            crate::store::blocking(move || vault.prepare_run(&id, &owned, kind)).await??;
         let slot = Arc::clone(&self.slots).try_acquire_owned().ok();
         let change = kind.working_status().map(|to| StatusMove {
             to,
@@ -325,6 +388,8 @@ impl Supervisor {
             kind,
             actor: actor.to_owned(),
             owner: slot.as_ref().map(|_| self.parts.replica.clone()),
+            secrets: prepared.sealed,
+            credentials: prepared.credentials,
         };
         let (run, twin) = self.parts.twins.start_run(new, change).await?;
         match slot {
@@ -485,8 +550,12 @@ impl Supervisor {
                 )
                 .map_err(|err| Stop::failed(format!("the event hub failed: {err}")))?;
         }
-        let id = run.id.clone();
-        if let Err(err) = run_blocking(&self.parts.store, move |s| s.mark_run_processing(&id)).await
+        let (id, at) = (run.id.clone(), crate::clock::now());
+        let started = [crate::domain::events::run_started(run, twin, &at)];
+        if let Err(err) = run_blocking(&self.parts.store, move |s| {
+            s.mark_run_processing(&id, &at, &started)
+        })
+        .await
         {
             tracing::error!(run_id = %run.id, %err, "could not mark the run processing");
         }
@@ -570,9 +639,17 @@ impl Supervisor {
         resume: Option<Resume>,
     ) -> Result<Produced, Stop> {
         let ctx = self.context(run, twin, stop, resume).await?;
-        let produced = self.steps_of(&ctx).await?;
+        let produced = self
+            .steps_of(&ctx)
+            .await
+            .map_err(|stop| stop.masked(&ctx.masker))?;
         ctx.sink.complete_progress();
-        Ok(produced)
+        // terraform masks what the configuration declares sensitive; the twin's own secrets
+        // are masked whatever it declares.
+        Ok(Produced {
+            outputs: produced.outputs.map(|o| ctx.masker.mask_json(o)),
+            result: produced.result.map(|r| mask_result(&ctx.masker, r)),
+        })
     }
 
     /// What every step of the run shares: its toolchain and working directory (prepared now
@@ -594,7 +671,21 @@ impl Supervisor {
             })
             .await
             .map_err(|e| Stop::failed(format!("cannot issue the run's backend credential: {e}")))?;
-        let masker = self.masker.with([secret.clone()]);
+        // Opened from the store, so whichever gateway runs or adopts the run has them.
+        let vault = Arc::clone(&self.parts.vault);
+        let run_id = run.id.clone();
+        let secrets = crate::store::blocking(move || vault.open_run(&run_id))
+            .await
+            .map_err(|e| Stop::failed(e.to_string()))?
+            .map_err(|e| Stop::failed(format!("cannot open the run's secrets: {e}")))?;
+        let masker = self
+            .masker
+            .with(std::iter::once(secret.clone()).chain(secrets.masked));
+        let secret_env = secrets
+            .env
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into()))
+            .collect();
         let sink = Arc::new(RunSink::new(
             run.id.clone(),
             Arc::clone(&self.parts.hub),
@@ -642,6 +733,7 @@ impl Supervisor {
             sink,
             masker,
             stop,
+            secret_env,
             backend_env,
             resume,
             run_dir: self.run_dir(&run.id),
@@ -759,6 +851,23 @@ impl Supervisor {
                 lock: LockChange::Release(run.id.clone()),
             });
         let release = (!moved && run.kind.changes_infrastructure()).then(|| run.id.clone());
+        // A one-time credential goes with the end of the deploy or destroy that used it (the
+        // vault marked which); a run that never started did not use it.
+        let delete_credentials = if moved {
+            let run_id = run.id.clone();
+            run_blocking(&self.parts.store, move |s| s.run_credentials(&run_id))
+                .await
+                .unwrap_or_else(|err| {
+                    tracing::error!(run_id = %run.id, %err, "cannot read the run's credentials");
+                    Vec::new()
+                })
+                .into_iter()
+                .filter(|c| c.delete_after_run)
+                .map(|c| c.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Runs that move nothing report the twin's status as it is.
         let twin_status = match &twin_move {
             Some(change) => Some(change.to),
@@ -780,6 +889,10 @@ impl Supervisor {
             outputs,
             twin: None,
             result,
+            ended_at: crate::clock::now(),
+            delete_credentials,
+            // Decided with the twin's move when the end is written.
+            messages: Vec::new(),
         };
         let end = TwinEnd {
             twin_move: twin_move.clone(),
@@ -833,6 +946,8 @@ struct RunCtx<'a> {
     /// The secrets the run's lines are masked with (also by its monitors, before the spool).
     masker: Masker,
     stop: &'a CancellationToken,
+    /// The twin's credentials and sensitive variables (`TF_VAR_*`), on top of the operator's.
+    secret_env: Vec<(OsString, OsString)>,
     backend_env: Vec<(OsString, OsString)>,
     resume: Option<Resume>,
     run_dir: PathBuf,
@@ -870,4 +985,81 @@ fn step_dir(run_dir: &Path, index: u32, name: &str) -> PathBuf {
 /// Is the status one a run of this kind leaves the twin in while it works?
 fn works_in(kind: RunKind, status: DeploymentStatus) -> bool {
     kind.working_status() == Some(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CredentialId, SealedVariables, TwinId, TwinName};
+
+    fn twin() -> Twin {
+        Twin {
+            id: TwinId::generate(),
+            owner: "o".into(),
+            name: TwinName::parse("t").unwrap_or_else(|e| panic!("{e}")),
+            provider: crate::domain::Provider::Sandbox,
+            deployment_status: DeploymentStatus::Draft,
+            is_locked: false,
+            active_job_id: None,
+            last_deployed_at: None,
+            terraform_outputs: None,
+            files: crate::demo::files().unwrap_or_else(|e| panic!("{e}")),
+            variables: Default::default(),
+            secret_variables: SealedVariables::default(),
+            credential_ids: Vec::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            deleted_at: None,
+            version: 0,
+        }
+    }
+
+    /// A kept plan applies only to the configuration it was made from: a new sensitive value
+    /// (a new sealed form) or other credentials make a new configuration.
+    #[test]
+    fn the_configuration_hash_follows_sensitive_values_and_credentials() {
+        let plain = twin();
+        let mut sealed = plain.clone();
+        sealed.secret_variables = SealedVariables {
+            names: vec!["pw".into()],
+            sealed: Some(vec![1, 2, 3]),
+        };
+        let mut resealed = sealed.clone();
+        resealed.secret_variables.sealed = Some(vec![4, 5, 6]);
+        let mut credentialed = plain.clone();
+        credentialed.credential_ids = vec![CredentialId::generate()];
+        let hashes = [
+            config_hash(&plain),
+            config_hash(&sealed),
+            config_hash(&resealed),
+            config_hash(&credentialed),
+        ];
+        let distinct: std::collections::BTreeSet<&String> = hashes.iter().collect();
+        assert_eq!(distinct.len(), hashes.len());
+        assert_eq!(config_hash(&sealed), config_hash(&sealed.clone()));
+        // The hash is of the sealed bytes, never of a clear value.
+        assert!(!config_hash(&sealed).contains("010203"));
+    }
+
+    #[test]
+    fn a_runs_findings_are_masked_with_its_secrets() {
+        let masker = Masker::new(["hunter2-secret".to_owned()]);
+        let found = RunResult {
+            resources_after: Some(vec![PlannedResource {
+                address: "sandbox_resource.a".into(),
+                resource_type: "sandbox_resource".into(),
+                actions: vec!["create".into()],
+                attributes: serde_json::json!({"note": "pw hunter2-secret"}),
+            }]),
+            drifted: Some(vec![ResourceChange {
+                address: "sandbox_resource.hunter2-secret".into(),
+                resource_type: "sandbox_resource".into(),
+                action: "delete".into(),
+            }]),
+            ..RunResult::default()
+        };
+        let masked = serde_json::to_string(&mask_result(&masker, found)).unwrap_or_default();
+        assert!(!masked.contains("hunter2-secret"), "{masked}");
+        assert!(masked.contains("sandbox_resource.a"));
+    }
 }

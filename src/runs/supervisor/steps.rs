@@ -23,6 +23,7 @@ impl Supervisor {
     pub(super) fn env(&self, ctx: &RunCtx<'_>) -> Vec<(OsString, OsString)> {
         let mut env = ctx.toolchain.base_env();
         env.extend(self.parts.credentials.env());
+        env.extend(ctx.secret_env.iter().cloned());
         env.extend(ctx.backend_env.iter().cloned());
         env.push((
             "SANDBOX_DIR".into(),
