@@ -28,8 +28,8 @@ use crate::hub::EventHub;
 use crate::metrics::Metrics;
 use crate::runs::secrets::Credentials;
 use crate::runs::{
-    DriftScheduler, Isolation, IsolationMode, RecoveryReport, Supervisor, SupervisorParts,
-    Toolchain,
+    Background, DriftScheduler, Isolation, IsolationMode, RecoveryReport, RetentionSweep,
+    Supervisor, SupervisorParts, Toolchain,
 };
 use crate::state::{StateCipher, StateService};
 use crate::store::{Notice, NoticeHandler, Store};
@@ -54,7 +54,8 @@ pub struct Application {
     streams_end: web::Data<StreamsEnd>,
     /// The webhook delivery worker and the drift scheduler, stopped and awaited at shutdown.
     webhooks: WorkerHandle,
-    drift: Option<DriftScheduler>,
+    drift: Option<Background>,
+    retention: Option<Background>,
 }
 
 /// Runs and the event writer live on their own threads, so however busy the HTTP workers
@@ -216,6 +217,9 @@ impl Application {
         let drift = settings
             .drift_interval
             .map(|interval| DriftScheduler::spawn(Arc::clone(&supervisor), interval, &runtime));
+        let retention = settings
+            .retention
+            .map(|policy| RetentionSweep::spawn(Arc::clone(&supervisor), policy, &runtime));
         let streams_end = web::Data::new(StreamsEnd::default());
         let streams = streams_end.clone();
 
@@ -229,6 +233,7 @@ impl Application {
         let twins_data = web::Data::from(twins);
         let vault_data = web::Data::from(vault);
         let hooks_data = web::Data::from(hooks);
+        let audit_data = web::Data::new(crate::audit::AuditLog::new(Arc::clone(&store)));
         let authenticator =
             web::Data::new(Authenticator::new(Arc::clone(&store), grants, &settings));
         let max_body = settings.max_body_bytes;
@@ -246,6 +251,7 @@ impl Application {
                 .app_data(state_data.clone())
                 .app_data(vault_data.clone())
                 .app_data(hooks_data.clone())
+                .app_data(audit_data.clone())
                 .app_data(metrics_data.clone())
                 .app_data(settings_data.clone())
                 .app_data(price_book_data.clone())
@@ -277,6 +283,7 @@ impl Application {
             streams_end: streams,
             webhooks,
             drift,
+            retention,
         })
     }
 
@@ -300,6 +307,7 @@ impl Application {
             streams_end,
             webhooks,
             drift,
+            retention,
             ..
         } = self;
         let handle = server.handle();
@@ -334,8 +342,8 @@ impl Application {
                 settings.shutdown_grace.max(settings.cancel_grace) + Duration::from_secs(5)
             }
         };
-        if let Some(drift) = drift {
-            drift.stop(Duration::from_secs(2)).await;
+        for task in [drift, retention].into_iter().flatten() {
+            task.stop(Duration::from_secs(2)).await;
         }
         supervisor.shutdown(mode, limit).await;
         webhooks.stop(Duration::from_secs(2)).await;

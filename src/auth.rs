@@ -6,6 +6,7 @@ use std::path::Path;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::domain::audit::{AuditAction, NewAudit};
 use crate::domain::{Principal, RunGrant};
 use crate::store::{run_blocking, Store, StoreResult};
 
@@ -24,6 +25,9 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The label of the admin token a first start makes.
+const FIRST_START_LABEL: &str = "first start";
+
 /// Creates a token for `principal` and returns it; only its hash is stored.
 pub fn create_token(
     store: &dyn Store,
@@ -32,6 +36,21 @@ pub fn create_token(
 ) -> StoreResult<String> {
     let token = generate_secret(TOKEN_PREFIX);
     store.insert_token(&hash_secret(&token), principal, label)?;
+    let role = if principal.is_admin { "admin" } else { "owner" };
+    crate::audit::record(
+        store,
+        // The first start's admin token is the gateway's own doing; every other, the CLI's.
+        NewAudit::new(
+            if label == Some(FIRST_START_LABEL) {
+                "terrastream"
+            } else {
+                "cli"
+            },
+            AuditAction::TokenCreated,
+            &principal.owner,
+        )
+        .because(format!("{role} token")),
+    );
     Ok(token)
 }
 
@@ -50,7 +69,7 @@ pub fn ensure_admin_token(store: &dyn Store, path: &Path) -> anyhow::Result<Opti
         owner: "admin".into(),
         is_admin: true,
     };
-    let token = create_token(store, &admin, Some("first start"))?;
+    let token = create_token(store, &admin, Some(FIRST_START_LABEL))?;
     write_private_file(path, token.as_bytes())?;
     Ok(Some(token))
 }

@@ -178,6 +178,20 @@ pub struct ServeArgs {
         hide = true
     )]
     pub webhook_timeout_ms: u64,
+    /// Purge soft-deleted twins this many days after their deletion (hourly; off by default).
+    #[arg(long, env = "TERRASTREAM_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
+    /// The retention period in seconds instead of days (tests).
+    #[arg(long, env = "TERRASTREAM_RETENTION_SECS", hide = true)]
+    pub retention_secs: Option<u64>,
+    /// How often the retention sweep looks, in ms (tests).
+    #[arg(
+        long,
+        env = "TERRASTREAM_RETENTION_EVERY_MS",
+        default_value_t = 3_600_000,
+        hide = true
+    )]
+    pub retention_every_ms: u64,
 }
 
 impl ServeArgs {
@@ -231,6 +245,14 @@ impl ServeArgs {
         let millis = std::time::Duration::from_millis;
         settings.webhook_retry_unit = millis(self.webhook_retry_unit_ms.max(1));
         settings.webhook_timeout = millis(self.webhook_timeout_ms.max(1));
+        let keep = self
+            .retention_secs
+            .or_else(|| self.retention_days.map(|days| days.saturating_mul(86_400)))
+            .filter(|n| *n > 0);
+        settings.retention = keep.map(|keep| crate::runs::RetentionPolicy {
+            keep: secs(keep),
+            every: millis(self.retention_every_ms.max(100)),
+        });
         settings.with_absolute_paths()
     }
 }

@@ -83,6 +83,8 @@ pub struct Settings {
     pub webhook_retry_unit: Duration,
     /// How long one webhook attempt may take.
     pub webhook_timeout: Duration,
+    /// Purge soft-deleted twins past a retention period; off when `None`.
+    pub retention: Option<crate::runs::RetentionPolicy>,
 }
 
 /// What a graceful stop does to the runs that are working.
@@ -169,6 +171,7 @@ impl Settings {
             webhook_allow_private: false,
             webhook_retry_unit: Duration::from_secs(5),
             webhook_timeout: Duration::from_secs(15),
+            retention: None,
         }
     }
 

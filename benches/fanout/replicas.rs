@@ -269,6 +269,7 @@ fn append_for(store: &dyn Store, batch: usize, length: Duration) -> Result<(f64,
         owner: Some(ReplicaId::generate()),
         secrets: None,
         credentials: Vec::new(),
+        log_level: None,
     };
     let (run, _) = store
         .start_run(run, None)?

@@ -130,6 +130,17 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError::Internal(cause.to_string())
     }
+
+    /// The `detail` a client reads: an internal error's cause is logged, not answered.
+    pub fn detail(&self) -> String {
+        match self {
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %cause, "request failed");
+                "the gateway hit an internal error; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 impl ResponseError for ApiError {
@@ -148,14 +159,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let detail = match self {
-            ApiError::Internal(cause) => {
-                tracing::error!(cause = %cause, "request failed");
-                "the gateway hit an internal error; it has been logged".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let mut body = json!({ "detail": detail, "code": self.code() });
+        let mut body = json!({ "detail": self.detail(), "code": self.code() });
         if let ApiError::Conflict(conflict) = self {
             if let Some(status) = conflict.status {
                 body["deployment_status"] = json!(status);

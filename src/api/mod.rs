@@ -1,5 +1,6 @@
 //! The HTTP face: one route table, handlers per area, errors mapped in one place.
 
+mod audit;
 pub mod auth;
 mod costs;
 mod credentials;
@@ -59,6 +60,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(auth::require_principal))
                 .route("", web::get().to(twins::list))
                 .route("", web::post().to(twins::create))
+                .route("/bulk-delete", web::post().to(twins::bulk_delete))
                 .route("/{id}", web::get().to(twins::get))
                 .route("/{id}", web::put().to(twins::update))
                 .route("/{id}", web::delete().to(twins::delete))
@@ -102,6 +104,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::method(backend_method("LOCK")).to(state::backend_lock))
                         .route(web::method(backend_method("UNLOCK")).to(state::backend_unlock)),
                 ),
+        )
+        .service(
+            web::scope("/audit")
+                .wrap(from_fn(auth::require_principal))
+                .route("", web::get().to(audit::list)),
         )
         .service(
             web::scope("/credentials")

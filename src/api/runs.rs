@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::sse;
 use super::twins::visible_twin;
 use crate::config::Settings;
-use crate::domain::{Principal, ReplicaId, Run, RunId, RunKind, RunStatus};
+use crate::domain::{LogLevel, Principal, ReplicaId, Run, RunId, RunKind, RunStatus};
 use crate::runs::{Cancelling, RunError, Supervisor};
 use crate::store::run_blocking;
 use crate::twins::Twins;
@@ -35,6 +35,9 @@ pub struct RunView {
     queue_position: Option<usize>,
     /// The gateway that runs it (`null` while it waits in the queue).
     replica: Option<ReplicaId>,
+    /// A debug run: terraform's log level (its `TF_LOG`).
+    debug: bool,
+    log_level: Option<LogLevel>,
     /// In `GET /runs`, which spans twins: the twin's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     twin_name: Option<String>,
@@ -61,6 +64,8 @@ impl From<Run> for RunView {
             events_url,
             queue_position: None,
             replica: run.owner,
+            debug: run.log_level.is_some(),
+            log_level: run.log_level,
             twin_name: None,
         }
     }
@@ -78,10 +83,52 @@ impl From<RunError> for ApiError {
     }
 }
 
+/// The optional body of a deploy, destroy or plan.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StartRunRequest {
+    /// A debug run: terraform gets `TF_LOG` (`log_level`, else DEBUG).
+    debug: Option<bool>,
+    log_level: Option<String>,
+}
+
+impl StartRunRequest {
+    /// No body (or an empty one) is an ordinary run.
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        serde_json::from_slice(body).map_err(|err| {
+            ApiError::BadRequest(if err.is_data() {
+                format!("request body does not fit: {err}")
+            } else {
+                format!("request body is not valid JSON: {err}")
+            })
+        })
+    }
+
+    /// The run's terraform log level: `None` for an ordinary run.
+    fn log_level(&self) -> Result<Option<LogLevel>, ApiError> {
+        let level = self
+            .log_level
+            .as_deref()
+            .map(str::parse::<LogLevel>)
+            .transpose()?;
+        match (self.debug, level) {
+            (Some(false), Some(_)) => Err(ApiError::Unprocessable(
+                "log_level is for a debug run: give \"debug\": true or leave log_level out".into(),
+            )),
+            (Some(true), None) => Ok(Some(LogLevel::Debug)),
+            (_, level) => Ok(level),
+        }
+    }
+}
+
 /// `POST /twins/{id}/deploy`, `/destroy` and `/plan`: the route says which kind of run
 /// ([`RunKind`] in the route's data). A plan preview neither moves nor locks the twin; its
 /// result lists every resource change, and the next deploy applies exactly it while the
-/// configuration and state are unchanged.
+/// configuration and state are unchanged. `{"debug": true}` (and `"log_level"`) makes it a
+/// debug run.
 pub async fn start_run(
     req: HttpRequest,
     kind: web::Data<RunKind>,
@@ -89,8 +136,13 @@ pub async fn start_run(
     settings: web::Data<Settings>,
     principal: Principal,
     path: web::Path<String>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    start(req, supervisor, settings, principal, &path, **kind).await
+    let log_level = StartRunRequest::parse(&body)?.log_level()?;
+    start(
+        req, supervisor, settings, principal, &path, **kind, log_level,
+    )
+    .await
 }
 
 /// `POST /twins/{id}/validate`: `{"valid", "errors", "warnings"}` from `terraform validate`.
@@ -131,11 +183,14 @@ async fn start(
     principal: Principal,
     twin_id: &str,
     kind: RunKind,
+    log_level: Option<LogLevel>,
 ) -> Result<HttpResponse, ApiError> {
     let supervisor = supervisor.into_inner();
     let twin = visible_twin(supervisor.twins(), &principal, twin_id).await?;
-    let run = supervisor.start(&twin, kind, &principal.owner).await?;
-    tracing::info!(run_id = %run.id, twin_id = %twin.id, %kind, "run started");
+    let run = supervisor
+        .start(&twin, kind, &principal.owner, log_level)
+        .await?;
+    tracing::info!(run_id = %run.id, twin_id = %twin.id, %kind, debug = log_level.is_some(), "run started");
     if sse::wants_stream(&req) {
         let subscription = supervisor.hub().subscribe(&run.id, 0);
         return Ok(sse::event_stream(subscription, settings.keep_alive, &req));
@@ -158,7 +213,7 @@ pub async fn cancel(
     let supervisor = supervisor.into_inner();
     let twin = visible_twin(supervisor.twins(), &principal, &path).await?;
     let outcome = match &twin.active_job_id {
-        Some(run_id) => supervisor.cancel(run_id).await?,
+        Some(run_id) => supervisor.cancel_by(run_id, &principal.owner).await?,
         None => Cancelling::NotRunning,
     };
     match (twin.active_job_id, outcome) {
@@ -189,7 +244,7 @@ pub async fn cancel_run(
     let outcome = if run.status.is_finished() {
         Cancelling::NotRunning
     } else {
-        supervisor.cancel(&run.id).await?
+        supervisor.cancel_by(&run.id, &principal.owner).await?
     };
     match outcome {
         Cancelling::NotRunning => Err(ApiError::Conflict(super::error::Conflict::new(

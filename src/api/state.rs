@@ -448,7 +448,7 @@ pub async fn refresh(
     let mut drift_skipped = None;
     let drift_run = if twin.deployment_status == DeploymentStatus::Deployed && !twin.is_locked {
         match supervisor
-            .start(&twin, RunKind::Drift, &principal.owner)
+            .start(&twin, RunKind::Drift, &principal.owner, None)
             .await
         {
             Ok(run) => Some(run),

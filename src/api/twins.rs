@@ -12,6 +12,7 @@ use crate::domain::{
     CredentialId, DeploymentStatus, FilePath, LockChange, Principal, Provider, StatusMove, Twin,
     TwinFiles, TwinName, ValidationError, VariableInput,
 };
+use crate::runs::Supervisor;
 use crate::store::run_blocking;
 use crate::twins::{NewTwinInput, TwinEdit, Twins};
 
@@ -43,6 +44,22 @@ pub struct UpdateTwinRequest {
     files: Option<BTreeMap<String, String>>,
     variables: Option<serde_json::Map<String, serde_json::Value>>,
     credential_ids: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDeleteRequest {
+    ids: Vec<String>,
+}
+
+/// The most ids one bulk delete takes.
+pub const MAX_BULK_DELETE: usize = 100;
+
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    /// Removes a soft-deleted twin for good (admins).
+    #[serde(default)]
+    purge: bool,
 }
 
 #[derive(Deserialize)]
@@ -254,12 +271,27 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(updated))
 }
 
+/// `DELETE /twins/{id}`: a soft delete; with `?purge=true` (admins), the removal for good of
+/// a twin already soft-deleted, with its runs, events, state versions and files.
 pub async fn delete(
     twins: web::Data<Twins>,
+    supervisor: web::Data<Supervisor>,
     principal: Principal,
     path: web::Path<String>,
+    query: web::Query<DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    if query.purge && !principal.is_admin {
+        return Err(ApiError::Forbidden("only admins may purge twins".into()));
+    }
     let twin = visible_twin(&twins, &principal, &path).await?;
+    if query.purge {
+        supervisor.purge(&twin, &principal.owner).await?;
+        return Ok(HttpResponse::Ok().json(json!({
+            "purged": true,
+            "twin_id": twin.id,
+            "message": format!("twin '{}' and its runs, events, state versions and files are gone for good", twin.name),
+        })));
+    }
     let deleted = twins.soft_delete(&twin.id, &principal.owner).await?;
     Ok(HttpResponse::Ok().json(json!({
         "success": true,
@@ -268,6 +300,41 @@ pub async fn delete(
         "deleted_at": deleted.deleted_at,
         "message": format!("twin '{}' deleted; POST /twins/{}/restore undoes it", deleted.name, deleted.id),
     })))
+}
+
+/// `POST /twins/bulk-delete`: each id soft-deleted by the rules of `DELETE /twins/{id}`, with
+/// the status and detail that call would have answered; 200 however many were deleted.
+pub async fn bulk_delete(
+    twins: web::Data<Twins>,
+    principal: Principal,
+    body: web::Json<BulkDeleteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ids = body.into_inner().ids;
+    if ids.is_empty() || ids.len() > MAX_BULK_DELETE {
+        return Err(ApiError::Unprocessable(format!(
+            "ids must name 1 to {MAX_BULK_DELETE} twins, not {}",
+            ids.len()
+        )));
+    }
+    let results: Vec<serde_json::Value> = twins
+        .soft_delete_each(&principal, &ids)
+        .await
+        .into_iter()
+        .map(|(id, deleted)| match deleted {
+            Ok(twin) => json!({ "twin_id": twin.id, "status": 200, "deleted_at": twin.deleted_at }),
+            Err(err) => {
+                let err = ApiError::from(err);
+                let shown: String = id.chars().take(80).collect();
+                json!({
+                    "twin_id": shown,
+                    "status": actix_web::ResponseError::status_code(&err).as_u16(),
+                    "code": err.code(),
+                    "detail": err.detail(),
+                })
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }
 
 pub async fn restore(
@@ -356,6 +423,6 @@ pub async fn set_status(
         reason: Some(body.reason.unwrap_or_else(|| "set by hand".into())),
         lock: LockChange::None,
     };
-    let moved = twins.move_status(&twin.id, change).await?;
+    let moved = twins.set_status(&twin.id, change).await?;
     Ok(HttpResponse::Ok().json(moved))
 }

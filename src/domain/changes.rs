@@ -139,6 +139,15 @@ pub enum Refusal {
     NameTaken {
         name: String,
     },
+    /// Its state still holds resources (a purge would forget what exists in the cloud).
+    ResourcesInState {
+        twin: TwinId,
+        resources: i64,
+    },
+    /// A run of it is still working.
+    RunWorking {
+        twin: TwinId,
+    },
 }
 
 impl Refusal {
@@ -153,6 +162,8 @@ impl Refusal {
             Refusal::InvalidTransition { .. } => "invalid_transition",
             Refusal::ResourcesDeployed { .. } => "resources_deployed",
             Refusal::NameTaken { .. } => "name_taken",
+            Refusal::ResourcesInState { .. } => "resources_in_state",
+            Refusal::RunWorking { .. } => "run_working",
         }
     }
 
@@ -200,6 +211,13 @@ impl fmt::Display for Refusal {
                 "twin {twin} is {status} and may still own cloud resources; destroy it first"
             ),
             Refusal::NameTaken { name } => write!(f, "you already have a twin named '{name}'"),
+            Refusal::ResourcesInState { twin, resources } => write!(
+                f,
+                "twin {twin}'s state still holds {resources} resource(s); restore it and destroy them first"
+            ),
+            Refusal::RunWorking { twin } => {
+                write!(f, "a run of twin {twin} is still working; wait for it or cancel it")
+            }
         }
     }
 }
@@ -400,6 +418,29 @@ impl Twin {
         let message = events::twin_deleted(self, &row, actor);
         row.messages.push(message);
         Ok(row)
+    }
+
+    /// Whether the twin may be removed for good: only once soft-deleted, unlocked, with no run
+    /// working and no resource left in its state.
+    pub fn purgeable(&self, run_working: bool, resources: i64) -> Result<(), Refusal> {
+        if !self.is_deleted() {
+            return Err(Refusal::NotDeleted {
+                twin: self.id.clone(),
+            });
+        }
+        self.check_unlocked("purge")?;
+        if run_working {
+            return Err(Refusal::RunWorking {
+                twin: self.id.clone(),
+            });
+        }
+        if resources > 0 {
+            return Err(Refusal::ResourcesInState {
+                twin: self.id.clone(),
+                resources,
+            });
+        }
+        Ok(())
     }
 
     pub fn restored(&self, actor: &str, now: &str) -> Result<TwinChange, Refusal> {

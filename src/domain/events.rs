@@ -349,6 +349,7 @@ mod tests {
             applies_plan: None,
             owner: None,
             cancel_requested: false,
+            log_level: None,
         }
     }
 

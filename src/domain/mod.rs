@@ -1,6 +1,7 @@
 //! The domain: twins, their names and files, the deployment status machine, and who is asking.
 //! Nothing here knows about HTTP or SQL.
 
+pub mod audit;
 mod changes;
 mod credential;
 pub mod events;
@@ -17,8 +18,8 @@ pub use ids::{CredentialId, DeliveryId, IdError, MessageId, ReplicaId, RunId, Tw
 pub use names::{FilePath, TwinName};
 pub use principal::{Principal, RunGrant};
 pub use run::{
-    ChangeSummary, LogStream, MonitorId, Outcome, PlannedResource, ResourceChange, Run, RunEvent,
-    RunKind, RunResult, RunStatus, RunStep, Stage,
+    ChangeSummary, LogLevel, LogStream, MonitorId, Outcome, PlannedResource, ResourceChange, Run,
+    RunEvent, RunKind, RunResult, RunStatus, RunStep, Stage,
 };
 pub use status::{DeploymentStatus, ALLOWED_MOVES};
 pub use twin::{

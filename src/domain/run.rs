@@ -50,6 +50,56 @@ text_enum!(
     RunKind { Deploy => "deploy", Destroy => "destroy", Plan => "plan", Drift => "drift" }
 );
 
+/// terraform's log level for a debug run (its `TF_LOG`): its debug lines are `stderr` log
+/// events of the run, masked like every line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+}
+
+impl LogLevel {
+    pub const ALL: &'static [LogLevel] = &[LogLevel::Trace, LogLevel::Debug, LogLevel::Info];
+
+    /// The text stored, answered and given to terraform.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = ValidationError;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|level| level.as_str().eq_ignore_ascii_case(value))
+            .ok_or_else(|| {
+                ValidationError::new(format!(
+                    "log_level must be TRACE, DEBUG or INFO, not '{}'",
+                    value.chars().take(40).collect::<String>()
+                ))
+            })
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for LogLevel {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 text_enum!(
     RunStatus {
         Pending => "pending",
@@ -179,6 +229,8 @@ pub struct Run {
     pub owner: Option<ReplicaId>,
     /// A cancel was asked for through a gateway other than its owner.
     pub cancel_requested: bool,
+    /// A debug run's terraform log level; `None` for an ordinary run.
+    pub log_level: Option<LogLevel>,
 }
 
 /// A resource terraform plans to change, or found changed outside it.

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::background::Background;
 use super::{RunError, Supervisor};
 use crate::clock;
 use crate::domain::{DeploymentStatus, Principal, Run, RunKind, Twin, TwinId};
@@ -70,10 +70,7 @@ pub fn is_due(
 }
 
 /// The scheduler task: stop it and wait for it at shutdown.
-pub struct DriftScheduler {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
+pub struct DriftScheduler;
 
 impl DriftScheduler {
     /// Starts scheduling on `runtime` every `interval`.
@@ -81,18 +78,10 @@ impl DriftScheduler {
         supervisor: Arc<Supervisor>,
         interval: Duration,
         runtime: &tokio::runtime::Handle,
-    ) -> Self {
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = runtime.spawn(async move { schedule(supervisor, interval, token).await });
-        Self { stop, task }
-    }
-
-    pub async fn stop(self, limit: Duration) {
-        self.stop.cancel();
-        if tokio::time::timeout(limit, self.task).await.is_err() {
-            tracing::warn!("the drift scheduler did not stop in time");
-        }
+    ) -> Background {
+        Background::spawn("drift scheduler", runtime, move |stop| {
+            schedule(supervisor, interval, stop)
+        })
     }
 }
 
@@ -166,7 +155,10 @@ async fn check_due(
         ) {
             continue;
         }
-        match supervisor.start(&twin, RunKind::Drift, SCHEDULER).await {
+        match supervisor
+            .start(&twin, RunKind::Drift, SCHEDULER, None)
+            .await
+        {
             Ok(run) => {
                 tracing::info!(twin_id = %twin.id, run_id = %run.id, "scheduled drift check started")
             }
@@ -230,6 +222,7 @@ mod tests {
             applies_plan: None,
             owner: None,
             cancel_requested: false,
+            log_level: None,
         }
     }
 

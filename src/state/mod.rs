@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 pub use cipher::{CipherError, StateCipher};
 
 use crate::clock;
+use crate::domain::audit::{AuditAction, NewAudit};
 use crate::domain::{NewHistory, NewTwin, Refusal, RunId, Twin, TwinId};
 use crate::store::{Restored, StateLock, StateVersion, Store, StoreError, StoredPlan};
 
@@ -562,7 +563,13 @@ impl StateService {
                 outputs.as_ref(),
                 &change,
             )? {
-                Restored::Written => return Ok(version),
+                Restored::Written => {
+                    crate::audit::record(
+                        self.store.as_ref(),
+                        NewAudit::new(actor, AuditAction::StateRestored, twin_id).because(reason),
+                    );
+                    return Ok(version);
+                }
                 Restored::StateLocked(holder) => return Err(StateError::Locked(holder)),
                 // The twin or its state changed meanwhile: decide again on what it is now.
                 Restored::Changed => continue,
@@ -669,15 +676,16 @@ impl StateService {
             let Some(holder) = self.store.state_lock(twin_id)? else {
                 return Ok(None);
             };
+            let reason = format!(
+                "state lock {} force-released (held since {})",
+                holder.lock_id, holder.created_at
+            );
             let history = NewHistory {
                 action: "state_force_unlocked",
                 from: None,
                 to: None,
                 actor: actor.to_owned(),
-                reason: Some(format!(
-                    "state lock {} force-released (held since {})",
-                    holder.lock_id, holder.created_at
-                )),
+                reason: Some(reason.clone()),
                 run_id: None,
             };
             // Released, or taken again by someone else meanwhile: then that one is released.
@@ -685,6 +693,10 @@ impl StateService {
                 self.store
                     .release_state_lock(twin_id, Some(&holder.lock_id), Some(&history))?
             {
+                crate::audit::record(
+                    self.store.as_ref(),
+                    NewAudit::new(actor, AuditAction::StateUnlocked, twin_id).because(reason),
+                );
                 return Ok(Some(released));
             }
         }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+use crate::domain::audit::{AuditEntry, NewAudit};
 use crate::domain::events::{DeliveryStatus, EventType, OutboxMessage};
 use crate::domain::{
-    Credential, CredentialId, DeliveryId, HistoryEntry, MessageId, MonitorId, NewHistory, NewTwin,
-    Outcome, Principal, ReplicaId, Run, RunGrant, RunId, RunKind, RunResult, RunStatus, RunStep,
-    Stage, Twin, TwinChange, TwinId, WebhookId,
+    Credential, CredentialId, DeliveryId, HistoryEntry, LogLevel, MessageId, MonitorId, NewHistory,
+    NewTwin, Outcome, Principal, ReplicaId, Run, RunGrant, RunId, RunKind, RunResult, RunStatus,
+    RunStep, Stage, Twin, TwinChange, TwinId, WebhookId,
 };
 pub use crate::domain::{LockChange, StatusMove};
 
@@ -140,6 +141,8 @@ pub struct NewRun {
     pub secrets: Option<Vec<u8>>,
     /// The credentials it uses; their `last_used_at` becomes now.
     pub credentials: Vec<RunCredential>,
+    /// A debug run's terraform log level.
+    pub log_level: Option<LogLevel>,
 }
 
 /// A credential a run was started with.
@@ -562,6 +565,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// A webhook's deliveries with their attempts, newest first, at most `limit`.
     fn list_deliveries(&self, id: &WebhookId, limit: usize) -> StoreResult<Vec<DeliveryRecord>>;
+
+    /// Appends an entry to the audit log, dated `at`.
+    fn append_audit(&self, entry: &NewAudit, at: &str) -> StoreResult<()>;
+    /// Up to `limit` audit entries after entry `after` (from the first without), oldest first.
+    fn audit_page(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+    /// Removes the twin and everything kept of it (runs, their events, grants and credentials,
+    /// plans, state versions and lock, history, credential links) in one transaction, while
+    /// it is still at `version`; false (nothing removed) when it changed or is gone. Webhook
+    /// messages and audit entries stay.
+    fn purge_twin(&self, id: &TwinId, version: i64) -> StoreResult<bool>;
+    /// Soft-deleted twins deleted before `cutoff`, oldest first.
+    fn deleted_before(&self, cutoff: &str) -> StoreResult<Vec<TwinId>>;
 }
 
 /// The store the settings name: the PostgreSQL database of `--database-url`, or SQLite in

@@ -20,11 +20,12 @@ use super::{
     StoredCredential, StoredEvent, StoredPlan, StoredWebhook,
 };
 use crate::clock;
+use crate::domain::audit::{AuditEntry, NewAudit};
 use crate::domain::events::{EventType, OutboxMessage};
 use crate::domain::{
-    Credential, CredentialId, CredentialName, DeploymentStatus, HistoryEntry, MessageId, MonitorId,
-    NewHistory, NewTwin, Principal, ReplicaId, Run, RunGrant, RunId, RunKind, RunStatus, RunStep,
-    SealedVariables, Twin, TwinChange, TwinId, TwinName, WebhookId,
+    Credential, CredentialId, CredentialName, DeploymentStatus, HistoryEntry, LogLevel, MessageId,
+    MonitorId, NewHistory, NewTwin, Principal, ReplicaId, Run, RunGrant, RunId, RunKind, RunStatus,
+    RunStep, SealedVariables, Twin, TwinChange, TwinId, TwinName, WebhookId,
 };
 
 /// The channel gateways tell each other on.
@@ -338,7 +339,7 @@ const RUN_COLUMNS: &str =
     "id, twin_id, kind, status, stage, progress, actor, created_at, start_time, \
      end_time, exit_code, error, message, outputs, result, step_index, step_name, step_dir, \
      step_started_at, monitor_pid, monitor_start, spool_offset, applies_plan, owner_replica, \
-     cancel_requested";
+     cancel_requested, log_level";
 
 fn run_from_row(row: &Row) -> StoreResult<Run> {
     let progress: i32 = row.try_get("progress")?;
@@ -386,6 +387,7 @@ fn run_from_row(row: &Row) -> StoreResult<Run> {
         applies_plan: parsed_optional(row, "applies_plan")?,
         owner: parsed_optional(row, "owner_replica")?,
         cancel_requested: row.try_get("cancel_requested")?,
+        log_level: parsed_optional(row, "log_level")?,
     })
 }
 
@@ -847,8 +849,8 @@ impl Store for PostgresStore {
             let now = clock::now();
             tx.execute(
                 "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, owner_replica,
-                                   secrets)
-                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7)",
+                                   secrets, log_level)
+                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8)",
                 &[
                     &run.id.as_str(),
                     &run.twin_id.as_str(),
@@ -857,6 +859,7 @@ impl Store for PostgresStore {
                     &now,
                     &run.owner.as_ref().map(ReplicaId::as_str),
                     &run.secrets,
+                    &run.log_level.map(LogLevel::as_str),
                 ],
             )?;
             for credential in &run.credentials {
@@ -2030,6 +2033,79 @@ impl Store for PostgresStore {
         })
     }
 
+    fn append_audit(&self, entry: &NewAudit, at: &str) -> StoreResult<()> {
+        self.blocking(|| {
+            self.conn()?.execute(
+                "INSERT INTO audit_log (at, actor, action, target, reason)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &at,
+                    &entry.actor,
+                    &entry.action.as_str(),
+                    &entry.target,
+                    &entry.reason,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn audit_page(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.blocking(|| {
+            let rows = self.conn()?.query(
+                "SELECT id, at, actor, action, target, reason FROM audit_log
+                 WHERE id > $1 ORDER BY id LIMIT $2",
+                &[
+                    &after.unwrap_or(0),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )?;
+            rows.iter()
+                .map(|row| {
+                    Ok(AuditEntry {
+                        id: row.try_get("id")?,
+                        at: text(row, "at")?,
+                        actor: text(row, "actor")?,
+                        action: text(row, "action")?,
+                        target: text(row, "target")?,
+                        reason: optional_text(row, "reason")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn purge_twin(&self, id: &TwinId, version: i64) -> StoreResult<bool> {
+        self.blocking(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let current = tx.query_opt(
+                "SELECT version FROM twins WHERE id = $1 FOR UPDATE",
+                &[&id.as_str()],
+            )?;
+            let current: Option<i64> = current.map(|row| row.try_get("version")).transpose()?;
+            if current != Some(version) {
+                return Ok(false);
+            }
+            for sql in PURGE_TWIN {
+                tx.execute(*sql, &[&id.as_str()])?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn deleted_before(&self, cutoff: &str) -> StoreResult<Vec<TwinId>> {
+        self.blocking(|| {
+            let rows = self.conn()?.query(
+                "SELECT id FROM twins WHERE deleted_at IS NOT NULL AND deleted_at < $1
+                 ORDER BY deleted_at, id",
+                &[&cutoff],
+            )?;
+            rows.iter().map(|row| parsed(row, "id")).collect()
+        })
+    }
+
     fn list_deliveries(&self, id: &WebhookId, limit: usize) -> StoreResult<Vec<DeliveryRecord>> {
         self.blocking(|| {
             let mut conn = self.conn()?;
@@ -2143,3 +2219,17 @@ fn claimed_from_row(row: &Row) -> StoreResult<ClaimedDelivery> {
         attempts: u32::try_from(row.try_get::<_, i32>("attempts")?).map_err(corrupt)?,
     })
 }
+
+/// What a purge deletes, children first; each statement takes the twin's id as `$1`.
+const PURGE_TWIN: &[&str] = &[
+    "DELETE FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE twin_id = $1)",
+    "DELETE FROM run_credentials WHERE run_id IN (SELECT id FROM runs WHERE twin_id = $1)",
+    "DELETE FROM run_grants WHERE twin_id = $1",
+    "DELETE FROM plans WHERE twin_id = $1",
+    "DELETE FROM runs WHERE twin_id = $1",
+    "DELETE FROM state_locks WHERE twin_id = $1",
+    "DELETE FROM state_versions WHERE twin_id = $1",
+    "DELETE FROM twin_credentials WHERE twin_id = $1",
+    "DELETE FROM twin_history WHERE twin_id = $1",
+    "DELETE FROM twins WHERE id = $1",
+];

@@ -15,11 +15,12 @@ use super::{
     StoredPlan, StoredWebhook,
 };
 use crate::clock;
+use crate::domain::audit::{AuditEntry, NewAudit};
 use crate::domain::events::{EventType, OutboxMessage};
 use crate::domain::{
-    Credential, CredentialId, CredentialName, DeploymentStatus, HistoryEntry, MessageId, MonitorId,
-    NewHistory, NewTwin, Principal, ReplicaId, Run, RunGrant, RunId, RunKind, RunStatus, RunStep,
-    SealedVariables, Twin, TwinChange, TwinId, TwinName, WebhookId,
+    Credential, CredentialId, CredentialName, DeploymentStatus, HistoryEntry, LogLevel, MessageId,
+    MonitorId, NewHistory, NewTwin, Principal, ReplicaId, Run, RunGrant, RunId, RunKind, RunStatus,
+    RunStep, SealedVariables, Twin, TwinChange, TwinId, TwinName, WebhookId,
 };
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -32,6 +33,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/007_event_seq.sql")),
     M::up(include_str!("../../migrations/008_replicas.sql")),
     M::up(include_str!("../../migrations/009_team.sql")),
+    M::up(include_str!("../../migrations/010_lifecycle.sql")),
 ];
 
 const TWIN_COLUMNS: &str = "id, owner, name, provider, files, variables, deployment_status, \
@@ -490,8 +492,9 @@ impl Store for SqliteStore {
         };
         let now = clock::now();
         tx.execute(
-            "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, owner_replica, secrets)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7)",
+            "INSERT INTO runs (id, twin_id, kind, status, actor, created_at, owner_replica, secrets,
+                               log_level)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8)",
             params![
                 run.id.as_str(),
                 run.twin_id.as_str(),
@@ -500,6 +503,7 @@ impl Store for SqliteStore {
                 now,
                 run.owner.as_ref().map(ReplicaId::as_str),
                 run.secrets,
+                run.log_level.map(LogLevel::as_str),
             ],
         )?;
         for credential in &run.credentials {
@@ -1568,6 +1572,76 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    fn append_audit(&self, entry: &NewAudit, at: &str) -> StoreResult<()> {
+        self.conn()?.execute(
+            "INSERT INTO audit_log (at, actor, action, target, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                at,
+                entry.actor,
+                entry.action.as_str(),
+                entry.target,
+                entry.reason
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn audit_page(&self, after: Option<i64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, actor, action, target, reason FROM audit_log
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![after.unwrap_or(0), limit])?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next()? {
+            entries.push(AuditEntry {
+                id: row.get("id")?,
+                at: row.get("at")?,
+                actor: row.get("actor")?,
+                action: row.get("action")?,
+                target: row.get("target")?,
+                reason: row.get("reason")?,
+            });
+        }
+        Ok(entries)
+    }
+
+    fn purge_twin(&self, id: &TwinId, version: i64) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM twins WHERE id = ?1",
+                params![id.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if current != Some(version) {
+            return Ok(false);
+        }
+        for sql in PURGE_TWIN {
+            tx.execute(sql, params![id.as_str()])?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn deleted_before(&self, cutoff: &str) -> StoreResult<Vec<TwinId>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM twins WHERE deleted_at IS NOT NULL AND deleted_at < ?1
+             ORDER BY deleted_at, id",
+        )?;
+        let mut rows = stmt.query(params![cutoff])?;
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next()? {
+            ids.push(parse_column(row, "id")?);
+        }
+        Ok(ids)
+    }
+
     fn list_deliveries(&self, id: &WebhookId, limit: usize) -> StoreResult<Vec<DeliveryRecord>> {
         let conn = self.conn()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -1615,7 +1689,7 @@ const RUN_COLUMNS: &str =
     "id, twin_id, kind, status, stage, progress, actor, created_at, start_time, \
      end_time, exit_code, error, message, outputs, result, step_index, step_name, step_dir, \
      step_started_at, monitor_pid, monitor_start, spool_offset, applies_plan, owner_replica, \
-     cancel_requested";
+     cancel_requested, log_level";
 
 fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
     let outputs: Option<String> = row.get("outputs")?;
@@ -1645,6 +1719,7 @@ fn run_from_row(row: &Row<'_>) -> StoreResult<Run> {
         applies_plan: parse_optional_column(row, "applies_plan")?,
         owner: parse_optional_column(row, "owner_replica")?,
         cancel_requested: row.get("cancel_requested")?,
+        log_level: parse_optional_column(row, "log_level")?,
     })
 }
 
@@ -1915,3 +1990,17 @@ fn claimed_from_row(row: &Row<'_>) -> StoreResult<ClaimedDelivery> {
 /// worker died mid-send).
 const DELIVERY_DUE: &str = "((status = 'pending' AND next_attempt_at <= ?1)
      OR (status = 'sending' AND claimed_until <= ?1))";
+
+/// What a purge deletes, children first; each statement takes the twin's id as `?1`.
+const PURGE_TWIN: &[&str] = &[
+    "DELETE FROM run_events WHERE run_id IN (SELECT id FROM runs WHERE twin_id = ?1)",
+    "DELETE FROM run_credentials WHERE run_id IN (SELECT id FROM runs WHERE twin_id = ?1)",
+    "DELETE FROM run_grants WHERE twin_id = ?1",
+    "DELETE FROM plans WHERE twin_id = ?1",
+    "DELETE FROM runs WHERE twin_id = ?1",
+    "DELETE FROM state_locks WHERE twin_id = ?1",
+    "DELETE FROM state_versions WHERE twin_id = ?1",
+    "DELETE FROM twin_credentials WHERE twin_id = ?1",
+    "DELETE FROM twin_history WHERE twin_id = ?1",
+    "DELETE FROM twins WHERE id = ?1",
+];

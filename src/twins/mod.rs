@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::clock;
+use crate::domain::audit::{AuditAction, NewAudit};
 use crate::domain::{
     CredentialId, DeploymentStatus, HistoryEntry, NewHistory, NewTwin, Principal, Provider,
     Refusal, Run, RunId, StatusMove, Twin, TwinChange, TwinFiles, TwinId, TwinName, TwinUpdate,
@@ -182,7 +183,17 @@ impl Twins {
             secret_variables,
             credential_ids,
         };
-        self.create(new, &principal.owner).await
+        let twin = self.create(new, &principal.owner).await?;
+        self.audit(
+            NewAudit::new(&principal.owner, AuditAction::TwinCreated, &twin.id)
+                .because(format!("named '{}'", twin.name)),
+        )
+        .await;
+        Ok(twin)
+    }
+
+    async fn audit(&self, entry: NewAudit) {
+        crate::audit::record_async(&self.store, entry).await;
     }
 
     /// Credentials a twin of `owner` may name, checked against the store (off the runtime).
@@ -236,6 +247,16 @@ impl Twins {
         twin: &Twin,
         edit: TwinEdit,
     ) -> Result<Twin, TwinError> {
+        let changed: Vec<&str> = [
+            ("name", edit.name.is_some()),
+            ("files", edit.files.is_some()),
+            ("variables", edit.variables.is_some()),
+            ("credential_ids", edit.credential_ids.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, given)| given.then_some(field))
+        .collect();
+        let reason = format!("changed {}", changed.join(", "));
         let credential_ids = match edit.credential_ids {
             Some(ids) => Some(
                 self.checked_credentials(principal, &twin.owner, ids)
@@ -244,33 +265,106 @@ impl Twins {
             None => None,
         };
         let actor = principal.owner.as_str();
-        self.change(&twin.id, |current, now| -> Result<TwinChange, TwinError> {
-            let variables = edit
-                .variables
-                .clone()
-                .map(|inputs| {
-                    self.vault
-                        .seal_variables(&current.id, inputs, Some(current))
-                })
-                .transpose()?;
-            let update = TwinUpdate {
-                name: edit.name.clone(),
-                files: edit.files.clone(),
-                variables,
-                credential_ids: credential_ids.clone(),
-            };
-            Ok(current.edited(&update, actor, now)?)
-        })
-        .await
+        let edited = self
+            .change(&twin.id, |current, now| -> Result<TwinChange, TwinError> {
+                let variables = edit
+                    .variables
+                    .clone()
+                    .map(|inputs| {
+                        self.vault
+                            .seal_variables(&current.id, inputs, Some(current))
+                    })
+                    .transpose()?;
+                let update = TwinUpdate {
+                    name: edit.name.clone(),
+                    files: edit.files.clone(),
+                    variables,
+                    credential_ids: credential_ids.clone(),
+                };
+                Ok(current.edited(&update, actor, now)?)
+            })
+            .await?;
+        self.audit(NewAudit::new(actor, AuditAction::TwinUpdated, &twin.id).because(reason))
+            .await;
+        Ok(edited)
     }
 
     pub async fn soft_delete(&self, id: &TwinId, actor: &str) -> Result<Twin, TwinError> {
-        self.change(id, |twin, now| twin.soft_deleted(actor, now))
-            .await
+        let deleted = self
+            .change(id, |twin, now| twin.soft_deleted(actor, now))
+            .await?;
+        self.audit(NewAudit::new(actor, AuditAction::TwinDeleted, id))
+            .await;
+        Ok(deleted)
+    }
+
+    /// Soft-deletes each of `ids` the caller may see, by the rules of a single delete; one
+    /// result per id, in order (an id given twice is already deleted the second time).
+    pub async fn soft_delete_each(
+        &self,
+        principal: &Principal,
+        ids: &[String],
+    ) -> Vec<(String, Result<Twin, TwinError>)> {
+        let mut results = Vec::with_capacity(ids.len());
+        for raw in ids {
+            let deleted = match self.visible(principal, raw).await {
+                Ok(twin) => self.soft_delete(&twin.id, &principal.owner).await,
+                Err(err) => Err(err),
+            };
+            results.push((raw.clone(), deleted));
+        }
+        results
     }
 
     pub async fn restore(&self, id: &TwinId, actor: &str) -> Result<Twin, TwinError> {
-        self.change(id, |twin, now| twin.restored(actor, now)).await
+        let restored = self
+            .change(id, |twin, now| twin.restored(actor, now))
+            .await?;
+        self.audit(NewAudit::new(actor, AuditAction::TwinRestored, id))
+            .await;
+        Ok(restored)
+    }
+
+    /// A status set by hand (an admin's repair, or an owner keeping resources after a failed
+    /// destroy): a move of the status machine, audited.
+    pub async fn set_status(&self, id: &TwinId, change: StatusMove) -> Result<Twin, TwinError> {
+        let entry = NewAudit::new(&change.actor, AuditAction::TwinStatusSet, id);
+        let reason = change.reason.clone().unwrap_or_default();
+        let moved = self.move_status(id, change).await?;
+        self.audit(entry.because(format!("{} ({reason})", moved.deployment_status)))
+            .await;
+        Ok(moved)
+    }
+
+    /// Removes a soft-deleted twin for good: its row, runs and their events, plans, state
+    /// versions and history, while it is still as decided (deleted, unlocked, no run working,
+    /// no resource in its state). Answers the removed runs' ids, whose files the caller
+    /// removes. The audit entry stays.
+    pub async fn purge(&self, twin: &Twin, actor: &str) -> Result<Vec<RunId>, TwinError> {
+        for _ in 0..ATTEMPTS {
+            let current = self.get(&twin.id).await?;
+            let (id, lookup) = (current.id.clone(), current.id.clone());
+            let (runs, state) = run_blocking(&self.store, move |s| {
+                Ok((s.list_runs(&lookup)?, s.current_state(&lookup)?))
+            })
+            .await?;
+            let working = runs.iter().any(|run| !run.status.is_finished());
+            let resources = state.map_or(0, |version| version.resource_count);
+            current.purgeable(working, resources)?;
+            let version = current.version;
+            if run_blocking(&self.store, move |s| s.purge_twin(&id, version)).await? {
+                self.audit(
+                    NewAudit::new(actor, AuditAction::TwinPurged, &twin.id).because(format!(
+                        "'{}', deleted {}",
+                        current.name,
+                        current.deleted_at.as_deref().unwrap_or("?")
+                    )),
+                )
+                .await;
+                return Ok(runs.into_iter().map(|run| run.id).collect());
+            }
+        }
+        Err(TwinError::Busy(twin.id.clone()))
     }
 
     /// A status move per the status machine, with its history row.

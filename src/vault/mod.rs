@@ -14,6 +14,7 @@ use serde_json::Value;
 pub use masker::Masker;
 
 use crate::clock;
+use crate::domain::audit::{AuditAction, NewAudit};
 use crate::domain::{
     Credential, CredentialEnv, CredentialId, CredentialName, Principal, Provider, RunId, RunKind,
     SealedVariables, Twin, TwinId, VariableInput, Variables,
@@ -162,6 +163,13 @@ impl Vault {
 
     // --- credentials -------------------------------------------------------------------------
 
+    fn audit(&self, principal: &Principal, action: AuditAction, id: &CredentialId) {
+        crate::audit::record(
+            self.store.as_ref(),
+            NewAudit::new(&principal.owner, action, id),
+        );
+    }
+
     pub fn create_credential(
         &self,
         principal: &Principal,
@@ -186,6 +194,7 @@ impl Vault {
             credential: credential.clone(),
             sealed_env,
         })?;
+        self.audit(principal, AuditAction::CredentialCreated, &id);
         Ok(credential)
     }
 
@@ -246,6 +255,7 @@ impl Vault {
         }
         stored.credential.updated_at = clock::now();
         self.store.update_credential(&stored)?;
+        self.audit(principal, AuditAction::CredentialUpdated, id);
         Ok(stored.credential)
     }
 
@@ -258,7 +268,10 @@ impl Vault {
     ) -> Result<(), VaultError> {
         self.visible(principal, id)?;
         match self.store.delete_credential(id, force)? {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.audit(principal, AuditAction::CredentialDeleted, id);
+                Ok(())
+            }
             Err(twins) => Err(VaultError::InUse {
                 id: id.clone(),
                 twins,

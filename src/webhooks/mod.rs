@@ -15,6 +15,7 @@ use rand::RngCore;
 use sha2::Sha256;
 
 use crate::clock;
+use crate::domain::audit::{AuditAction, NewAudit};
 use crate::domain::events::{EventType, OutboxMessage};
 use crate::domain::{Principal, WebhookId};
 use crate::state::{CipherError, StateCipher};
@@ -260,6 +261,10 @@ impl WebhookService {
             created_at: clock::now(),
         };
         self.store.insert_webhook(&hook)?;
+        crate::audit::record(
+            self.store.as_ref(),
+            NewAudit::new(&principal.owner, AuditAction::WebhookCreated, &id).because(&hook.url),
+        );
         let shown = format!(
             "{SECRET_PREFIX}{}",
             base64::engine::general_purpose::STANDARD.encode(secret)
@@ -290,6 +295,10 @@ impl WebhookService {
         if !self.store.delete_webhook(id)? {
             return Err(WebhookError::NotFound(format!("webhook {id} not found")));
         }
+        crate::audit::record(
+            self.store.as_ref(),
+            NewAudit::new(&principal.owner, AuditAction::WebhookDeleted, id),
+        );
         Ok(())
     }
 

@@ -77,6 +77,23 @@ async fn a_restore_makes_an_earlier_version_current_and_outputs_follow() {
     let row = history.last().unwrap();
     assert_eq!(row["action"], "state_restored");
     assert_eq!(row["actor"], "alice");
+    let audit = json_body(
+        app.request(Method::GET, "/audit?limit=1000", &app.admin_token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "state.restored"
+                && e["target"] == twin_id.as_str()
+                && e["actor"] == "alice"),
+        "the rollback is audited: {audit}"
+    );
     assert!(
         row["reason"]
             .as_str()

@@ -21,6 +21,7 @@ fn record_run(app: &TestApp, twin_id: &str) -> String {
         owner: Some(app.replica()),
         secrets: None,
         credentials: Vec::new(),
+        log_level: None,
     };
     let (run, _) = app.store().start_run(run, None).unwrap().unwrap();
     run.id.to_string()

@@ -79,6 +79,7 @@ fn new_run(store: &Arc<dyn Store>, twin: &TwinId, owner: Option<ReplicaId>) -> R
         owner,
         secrets: None,
         credentials: Vec::new(),
+        log_level: None,
     };
     let store = Arc::clone(store);
     crate::postgres_cluster::off_runtime(move || store.start_run(run, None).unwrap().unwrap().0.id)

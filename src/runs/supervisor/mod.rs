@@ -30,9 +30,10 @@ use super::toolchain::Toolchain;
 use super::workspace::{self, Workspace};
 use crate::auth::RunGrants;
 use crate::config::Settings;
+use crate::domain::audit::{AuditAction, NewAudit};
 use crate::domain::{
-    DeploymentStatus, LockChange, Outcome, PlannedResource, ReplicaId, ResourceChange, Run,
-    RunEvent, RunGrant, RunId, RunKind, RunResult, RunStep, Stage, StatusMove, Twin, TwinEnd,
+    DeploymentStatus, LockChange, LogLevel, Outcome, PlannedResource, ReplicaId, ResourceChange,
+    Run, RunEvent, RunGrant, RunId, RunKind, RunResult, RunStep, Stage, StatusMove, Twin, TwinEnd,
 };
 use crate::hub::{EventHub, HubError};
 use crate::metrics::Metrics;
@@ -363,6 +364,7 @@ impl Supervisor {
         twin: &Twin,
         kind: RunKind,
         actor: &str,
+        log_level: Option<LogLevel>,
     ) -> Result<Run, RunError> {
         if !self.is_accepting() {
             return Err(RunError::ShuttingDown);
@@ -390,8 +392,13 @@ impl Supervisor {
             owner: slot.as_ref().map(|_| self.parts.replica.clone()),
             secrets: prepared.sealed,
             credentials: prepared.credentials,
+            log_level,
         };
         let (run, twin) = self.parts.twins.start_run(new, change).await?;
+        let debug = log_level.map_or(String::new(), |level| format!(" (debug, TF_LOG={level})"));
+        let started = NewAudit::new(actor, AuditAction::RunStarted, &run.id)
+            .because(format!("{kind} of twin {}{debug}", twin.id));
+        crate::audit::record_async(&self.parts.store, started).await;
         match slot {
             Some(slot) => self.launch(run.clone(), twin, Some(slot), None),
             None => {
@@ -606,6 +613,54 @@ impl Supervisor {
             self.cancel_here(run_id);
             return Ok(Cancelling::Stopping);
         }
+    }
+
+    /// A cancel asked for by `actor` through the API: [`Supervisor::cancel`], audited when it
+    /// stops or dequeues the run.
+    pub async fn cancel_by(
+        self: &Arc<Self>,
+        run_id: &RunId,
+        actor: &str,
+    ) -> Result<Cancelling, RunError> {
+        let outcome = self.cancel(run_id).await?;
+        if outcome != Cancelling::NotRunning {
+            let reason = match outcome {
+                Cancelling::Dequeued => "taken out of the queue before it started",
+                _ => "terraform asked to stop",
+            };
+            let entry = NewAudit::new(actor, AuditAction::RunCancelled, run_id).because(reason);
+            crate::audit::record_async(&self.parts.store, entry).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Removes a soft-deleted twin for good ([`Twins::purge`]), then the files its runs left:
+    /// its working directory, its runs' spools and preview directories.
+    pub async fn purge(&self, twin: &Twin, actor: &str) -> Result<(), RunError> {
+        let runs = self.parts.twins.purge(twin, actor).await?;
+        let data_dir = &self.parts.settings.data_dir;
+        let mut dirs = vec![workspace::work_dir(data_dir, &twin.id)];
+        for run in &runs {
+            dirs.push(self.run_dir(run));
+            dirs.push(workspace::preview_dir(data_dir, run));
+        }
+        let removed = tokio::task::spawn_blocking(move || {
+            for dir in dirs {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => {
+                        tracing::warn!(dir = %dir.display(), %err, "cannot remove a purged twin's files")
+                    }
+                }
+            }
+        })
+        .await;
+        if let Err(err) = removed {
+            tracing::warn!(%err, "cannot remove a purged twin's files");
+        }
+        tracing::info!(twin_id = %twin.id, runs = runs.len(), %actor, "twin purged");
+        Ok(())
     }
 
     /// Cancels the run if this gateway works on it; false otherwise.

@@ -34,6 +34,10 @@ impl Supervisor {
             ctx.run.twin_id.to_string().into(),
         ));
         env.push(("TERRASTREAM_RUN_ID".into(), ctx.run.id.to_string().into()));
+        // A debug run: terraform's own log on stderr, which streams as the run's stderr lines.
+        if let Some(level) = ctx.run.log_level {
+            env.push(("TF_LOG".into(), level.as_str().into()));
+        }
         env
     }
 

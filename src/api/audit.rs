@@ -1,0 +1,47 @@
+//! `GET /audit`: who changed what, for admins.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::audit::{AuditError, AuditLog};
+use crate::domain::Principal;
+
+/// Entries per page unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// The last entry id already read.
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+impl From<AuditError> for ApiError {
+    fn from(err: AuditError) -> Self {
+        match err {
+            AuditError::NotAdmin => ApiError::Forbidden(err.to_string()),
+            AuditError::BadLimit => ApiError::Unprocessable(err.to_string()),
+            AuditError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// Oldest first; `after` the last id read pages on (`{"entries", "next_after"}`, the latter
+/// `null` on the last page).
+pub async fn list(
+    log: web::Data<AuditLog>,
+    principal: Principal,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    let entries = log.page(&principal, query.after, limit).await?;
+    let next_after = (entries.len() == limit)
+        .then(|| entries.last().map(|entry| entry.id))
+        .flatten();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "entries": entries,
+        "next_after": next_after,
+    })))
+}
