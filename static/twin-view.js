@@ -584,7 +584,8 @@ export class TwinView {
       if (error instanceof ApiError && error.body.active_job_id) {
         this.openRun({ job_id: error.body.active_job_id }, false);
       } else {
-        this.el.hint.textContent = describe(error);
+        // Kept over the usual hint that the refresh below draws (an expired credential, 503).
+        this.setHint(describe(error));
         this.ctx.report(error, { quiet: true });
       }
     }
