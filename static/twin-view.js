@@ -9,7 +9,7 @@ import { VariablesEditor, readFiles } from './forms.js';
 import { drawResourceMap } from './resource-map.js';
 import {
   RUN_HEADERS, RUN_KINDS, changeList, costBars, deltaText, fillIfChanged, forget, money, moreButton,
-  outputValue, runRows, subtract, table, unpricedList,
+  outputValue, runRows, subtract, table, unpricedList, variablesTable,
 } from './twin-panels.js';
 
 const DESTROYABLE = ['deployed', 'error', 'destroy_failed'];
@@ -558,10 +558,8 @@ export class TwinView {
   drawConfig() {
     const { twin } = this;
     const files = Object.entries(twin.files ?? {});
-    const variables = Object.keys(twin.variables ?? {}).length
-      ? h('pre', { class: 'code' }, JSON.stringify(twin.variables, null, 2))
-      : h('p', { class: 'muted' }, 'No variables: the configuration\'s defaults apply.');
-    fillIfChanged(this.el.config, [twin.files, twin.variables], () => [
+    const variables = variablesTable(twin.variables, twin.sensitive_variables);
+    fillIfChanged(this.el.config, [twin.files, twin.variables, twin.sensitive_variables], () => [
       h('h3', {}, `Files (${files.length})`),
       files.map(([path, content]) =>
         h('details', { class: 'file' }, h('summary', {}, h('code', {}, path), h('span', { class: 'muted' }, ` ${content.length.toLocaleString()} bytes`)), h('pre', { class: 'code' }, content)),
@@ -831,6 +829,11 @@ class ConfigEditor {
     this.save = $('#edit-save', dialog);
     this.variables = new VariablesEditor($('#edit-variables', dialog), { idPrefix: 'edit-var' });
     $('#edit-cancel', dialog).addEventListener('click', () => dialog.close());
+    // What was typed (a sensitive value among it) does not stay in the closed dialog.
+    dialog.addEventListener('close', () => {
+      this.filesBox.replaceChildren();
+      this.variables.set({});
+    });
     $('#edit-add-file', dialog).addEventListener('click', () => this.addFile());
     this.upload.addEventListener('change', async () => {
       const files = await readFiles(this.upload.files);
@@ -848,7 +851,7 @@ class ConfigEditor {
     this.twin = twin;
     this.filesBox.replaceChildren();
     for (const [path, content] of Object.entries(twin.files ?? {})) this.putFile(path, content);
-    this.variables.set(twin.variables ?? {});
+    this.variables.set(twin.variables ?? {}, twin.sensitive_variables ?? []);
     this.newFile.value = '';
     this.setError(null);
     this.opener = document.activeElement;

@@ -9,8 +9,8 @@
 
 import { api, ApiError, describe } from './api.js';
 import { $, announce, fill, h } from './dom.js';
-import { VariablesEditor, readFolder } from './forms.js';
-import { changeList, costBars, deltaText, money, subtract } from './twin-panels.js';
+import { VariablesEditor, isMarked, readFolder } from './forms.js';
+import { changeList, costBars, deltaText, hiddenValue, money, subtract } from './twin-panels.js';
 
 const POLL_MS = 600;
 
@@ -280,7 +280,8 @@ export class Wizard {
     parts.push(h('p', { class: 'muted small' }, 'To preview the plan, the twin is saved as a draft. Back or leaving the wizard deletes that draft; Create keeps it.'));
     const variables = Object.entries(this.choice.variables);
     parts.push(h('h3', {}, 'Variables'), variables.length
-      ? h('ul', { class: 'plain-list' }, variables.map(([k, v]) => h('li', {}, h('code', {}, k), ' = ', h('code', {}, JSON.stringify(v)))))
+      ? h('ul', { class: 'plain-list' }, variables.map(([k, v]) => h('li', { dataset: { variable: k } }, h('code', {}, k), ' = ',
+        isMarked(v) && v.sensitive ? hiddenValue('sensitive, hidden') : h('code', {}, JSON.stringify(isMarked(v) ? v.value : v)))))
       : h('p', { class: 'muted' }, 'None: the configuration\'s defaults apply.'));
     parts.push(h('h3', {}, 'Plan preview'));
     const box = h('div', { id: 'wizard-plan', class: 'plan-preview', dataset: { state: preview?.state ?? 'starting' }, 'aria-live': 'polite' });
