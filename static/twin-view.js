@@ -111,6 +111,7 @@ export class TwinView {
     this.runs = [];
     this.runsNext = null;
     this.showAllVersions = false;
+    this.versions = null;
     this.driftJob = null;
     this.busy = false;
     this.validation = { for: null, state: 'unknown', errors: [], warnings: [] };
@@ -140,6 +141,7 @@ export class TwinView {
       delete this.el.status.dataset.status;
       this.el.hint.textContent = '';
       this.el.mapDetails.textContent = '';
+      $('#versions-note', this.root).hidden = true;
       this.el.validation.hidden = true;
       this.drawButtons();
     }
@@ -467,8 +469,10 @@ export class TwinView {
   drawVersions() {
     const versions = this.versions ?? [];
     const shown = this.showAllVersions ? versions : versions.slice(0, VERSIONS_SHOWN);
-    fillIfChanged(this.el.versions, [shown, versions.length], () => {
+    const deleted = Boolean(this.twin?.deleted_at);
+    fillIfChanged(this.el.versions, [shown, versions.length, deleted], () => {
       if (!versions.length) return h('p', { class: 'muted' }, 'No state yet.');
+      const current = versions[0]?.version;
       const rows = shown.map((v) => {
         const cells = [
           `v${v.version}`,
@@ -478,18 +482,79 @@ export class TwinView {
           v.run_id
             ? h('button', { type: 'button', class: 'button small', dataset: { openRun: v.run_id }, 'aria-label': `Log of the run that wrote version ${v.version}`, onclick: () => this.openRun({ job_id: v.run_id }, true) }, 'View run')
             : h('span', { class: 'muted' }, 'no run'),
+          v.version === current
+            ? h('span', { class: 'tag', dataset: { current: 'true' } }, 'current')
+            : h('button', {
+              type: 'button',
+              class: 'button small',
+              dataset: { restore: v.version },
+              disabled: deleted,
+              'aria-label': `Restore version ${v.version}`,
+              onclick: (event) => this.restoreVersion(v, event.currentTarget),
+            }, 'Restore…'),
         ];
         cells.attrs = { dataset: { version: v.version } };
         return cells;
       });
       return [
-        table(['Version', 'Resources', 'By', 'When', 'Run'], rows, 'versions-table'),
+        table(['Version', 'Resources', 'By', 'When', 'Run', ''], rows, 'versions-table', { caption: 'State versions, newest first' }),
         versions.length > VERSIONS_SHOWN
           ? h('button', { type: 'button', class: 'button small more', onclick: () => { this.showAllVersions = !this.showAllVersions; this.drawVersions(); } },
             this.showAllVersions ? 'Show the latest only' : `Show all ${versions.length} versions`)
           : null,
       ];
     });
+  }
+
+  /** Rollback: version `v`'s content becomes the current state, after a confirmation. */
+  async restoreVersion(v, opener) {
+    const twin = this.twin;
+    if (!twin) return;
+    const dialog = document.getElementById('restore-dialog');
+    const form = $('form', dialog);
+    const error = $('#restore-error', dialog);
+    const confirm = $('#restore-confirm', dialog);
+    const cancel = $('#restore-cancel', dialog);
+    fill($('#restore-version', dialog), String(v.version));
+    fill($('#restore-twin-name', dialog), twin.name);
+    fill($('#restore-count', dialog), `${v.resource_count} resource${v.resource_count === 1 ? '' : 's'}`);
+    fill($('#restore-when', dialog), timeAgo(v.created_at), v.run_id ? ' by a run' : ` by ${v.actor}`);
+    error.hidden = true;
+    confirm.textContent = 'Restore';
+    let restored = null;
+    const onSubmit = async (event) => {
+      event.preventDefault();
+      confirm.disabled = true;
+      error.hidden = true;
+      try {
+        restored = await api.restoreVersion(twin.id, v.version);
+        dialog.close('restored');
+      } catch (failure) {
+        error.textContent = restoreRefusal(failure);
+        error.hidden = false;
+        confirm.textContent = 'Try again';
+      } finally {
+        confirm.disabled = false;
+      }
+    };
+    const onCancel = () => dialog.close('cancel');
+    form.addEventListener('submit', onSubmit);
+    cancel.addEventListener('click', onCancel);
+    const answer = showDialog(dialog);
+    cancel.focus();
+    await answer;
+    form.removeEventListener('submit', onSubmit);
+    cancel.removeEventListener('click', onCancel);
+    const note = $('#versions-note', this.root);
+    if (!restored) {
+      (opener?.isConnected ? opener : $('#versions-title', this.root)).focus();
+      return;
+    }
+    note.textContent = `Version ${v.version} is restored as version ${restored.version} (${restored.resource_count} resource${restored.resource_count === 1 ? '' : 's'}). The next deploy plans from it.`;
+    note.hidden = false;
+    note.focus();
+    announce(note.textContent);
+    await this.refresh({ full: true });
   }
 
   async loadRuns() {
@@ -962,6 +1027,16 @@ function describeEntry(entry) {
     return `${from} → ${(entry.to_status ?? '').replace('_', ' ')}`;
   }
   return entry.action.replaceAll('_', ' ');
+}
+
+/** Why the gateway refused a restore, in words that say what to do. */
+function restoreRefusal(error) {
+  if (!(error instanceof ApiError)) return describe(error);
+  if (error.code === 'twin_locked') return 'A run is working on this twin: the state cannot be restored until it ends. Try again then.';
+  if (error.code === 'state_locked') return `The state is locked (${error.message}): a run or someone's terraform is using it. Try again once the lock is released; an admin can release a stuck one.`;
+  if (error.code === 'twin_deleted') return 'The twin is deleted: restore the twin first.';
+  if (error.status === 404) return 'That version is not there any more.';
+  return `The gateway refused: ${error.message}`;
 }
 
 function describeChange(change) {
