@@ -434,6 +434,15 @@ export class TwinView {
     const { infra, twin } = this;
     if (!infra || !twin) return;
     const drift = infra.drift;
+    // Who started the last check (the scheduler with --drift-interval-secs, or a person's
+    // Refresh status) is its run's actor; the runs list has it once loaded.
+    const actor = drift?.job_id ? this.runs.find((run) => run.job_id === drift.job_id)?.actor ?? null : null;
+    const scheduled = actor === 'drift-scheduler';
+    const checked = () => [
+      ' Checked ', timeAgo(drift.checked_at),
+      actor ? h('span', { class: 'drift-by', dataset: { by: scheduled ? 'scheduler' : 'person' } }, scheduled ? ' by the scheduled check' : ` by ${actor}`) : null,
+      '.',
+    ];
     const parts = [];
     if (this.driftJob) {
       parts.push(h('p', { class: 'drift-state checking', dataset: { state: 'checking' } },
@@ -443,19 +452,19 @@ export class TwinView {
       parts.push(h('p', { class: 'muted drift-state', dataset: { state: 'unchecked' } },
         twin.deployment_status === 'deployed' ? 'Not checked yet. A check compares the live resources with the stored state.' : 'Checks are for a deployed twin.'));
     } else if (drift.outcome !== 'completed' && drift.outcome !== 'succeeded') {
-      parts.push(h('p', { class: 'drift-state warn-text', dataset: { state: 'failed' } }, 'The last check did not finish (', drift.outcome, ') ', timeAgo(drift.checked_at), '.'));
+      parts.push(h('p', { class: 'drift-state warn-text', dataset: { state: 'failed' } }, `The last check did not finish (${drift.outcome}).`, checked()));
     } else if (!drift.drifted_count) {
-      parts.push(h('p', { class: 'drift-state ok-text', dataset: { state: 'clean' } }, 'No drift: the resources match the state. Checked ', timeAgo(drift.checked_at), '.'));
+      parts.push(h('p', { class: 'drift-state ok-text', dataset: { state: 'clean' } }, 'No drift: the resources match the state.', checked()));
     } else {
       parts.push(h('p', { class: 'drift-state error-text', dataset: { state: 'drifted', count: drift.drifted_count } },
-        `${drift.drifted_count} resource${drift.drifted_count === 1 ? '' : 's'} drifted: changed or deleted outside terraform. Checked `, timeAgo(drift.checked_at), '.'));
+        `${drift.drifted_count} resource${drift.drifted_count === 1 ? '' : 's'} drifted: changed or deleted outside terraform.`, checked()));
       parts.push(changeList(drift.drifted, ''));
       parts.push(h('p', { class: 'muted small' }, 'Deploy puts them back as the configuration says.'));
     }
     if (drift?.job_id && !this.driftJob) {
       parts.push(h('button', { type: 'button', class: 'button small', dataset: { openRun: drift.job_id }, onclick: () => this.openRun({ job_id: drift.job_id, kind: 'drift' }, true) }, 'View the last check\'s log'));
     }
-    fillIfChanged(this.el.drift, [drift, this.driftJob, twin.deployment_status], () => parts);
+    fillIfChanged(this.el.drift, [drift, this.driftJob, twin.deployment_status, actor], () => parts);
     this.drawMap();
   }
 
@@ -565,6 +574,7 @@ export class TwinView {
     this.runs = page.items;
     this.runsNext = page.next;
     this.drawRuns();
+    this.drawDrift();
   }
 
   async moreRuns() {
