@@ -177,3 +177,65 @@ export async function readFiles(fileList) {
   for (const file of fileList) files[file.name] = await file.text();
   return files;
 }
+
+/**
+ * Checkboxes for the credentials a twin names (`credential_ids`): the owner's credentials,
+ * each with its provider, variables and expiry. `read()` keeps the order the twin had and
+ * adds newly checked ones after it (runs get them in that order; a later one wins a variable
+ * both set); it is null while the list is not loaded, so a caller can leave the field out.
+ */
+export class CredentialPicker {
+  constructor(container, { idPrefix }) {
+    this.container = container;
+    this.idPrefix = idPrefix;
+    this.credentials = null;
+    this.initial = [];
+    this.message('Loading your credentials…');
+  }
+
+  message(text) {
+    this.credentials = null;
+    this.container.replaceChildren(h('p', { class: 'muted small' }, text));
+  }
+
+  /** `credentials`: the twin owner's, oldest first; `selected`: the ids the twin names. */
+  set(credentials, selected = [], { provider = null } = {}) {
+    this.credentials = credentials;
+    this.initial = [...selected];
+    const known = new Set(credentials.map((c) => c.id));
+    const chosen = new Set(selected);
+    // The twin's provider first: those are the ones its runs most likely need.
+    const ordered = [...credentials].sort((a, b) => Number(b.provider === provider) - Number(a.provider === provider));
+    const rows = ordered.map((credential) => this.row(credential.id, chosen.has(credential.id), [
+      h('span', { class: 'choice-title' }, credential.name),
+      h('span', { class: 'choice-line muted' }, ` ${credential.provider} · ${credential.env_keys.join(', ')}`),
+      credential.expired ? h('span', { class: 'badge tone-red' }, 'Expired') : null,
+      credential.delete_after_run ? h('span', { class: 'tag' }, 'one-time') : null,
+    ]));
+    // An id the list does not hold (not visible to this caller) stays as it is.
+    for (const id of selected.filter((id) => !known.has(id))) {
+      rows.push(this.row(id, true, [h('code', {}, id), h('span', { class: 'choice-line muted' }, ' not among your credentials')]));
+    }
+    this.container.replaceChildren(
+      rows.length
+        ? h('div', { class: 'credential-choices' }, rows)
+        : h('p', { class: 'muted small' }, 'You have no credentials yet; add them on the Credentials page. Without one, runs get only the gateway\'s own credentials file.'),
+      rows.length > 1 ? h('p', { class: 'muted small' }, 'Runs get the variables of every credential checked; when two set the same variable, the one added later wins.') : null,
+    );
+  }
+
+  row(id, checked, label) {
+    rowCounter += 1;
+    const inputId = `${this.idPrefix}-${rowCounter}`;
+    return h('label', { class: 'check credential-choice', for: inputId, dataset: { credentialId: id } },
+      h('input', { type: 'checkbox', id: inputId, value: id, checked }),
+      h('span', {}, label));
+  }
+
+  read() {
+    if (!this.credentials) return null;
+    const checked = [...this.container.querySelectorAll('input[type="checkbox"]:checked')].map((box) => box.value);
+    const kept = this.initial.filter((id) => checked.includes(id));
+    return [...kept, ...checked.filter((id) => !kept.includes(id))];
+  }
+}

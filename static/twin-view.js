@@ -5,7 +5,7 @@
 
 import { api, ApiError, Unreachable, describe } from './api.js';
 import { $, announce, fill, h, showDialog, statusBadge, timeAgo } from './dom.js';
-import { VariablesEditor, readFiles } from './forms.js';
+import { CredentialPicker, VariablesEditor, readFiles } from './forms.js';
 import { drawResourceMap } from './resource-map.js';
 import {
   RUN_HEADERS, RUN_KINDS, changeList, costBars, deltaText, fillIfChanged, forget, money, moreButton,
@@ -112,6 +112,7 @@ export class TwinView {
     this.runsNext = null;
     this.showAllVersions = false;
     this.versions = null;
+    this.credentialList = null;
     this.driftJob = null;
     this.busy = false;
     this.validation = { for: null, state: 'unknown', errors: [], warnings: [] };
@@ -190,7 +191,7 @@ export class TwinView {
     const work = [this.validate(), this.loadRuns()];
     if (changed) {
       this.drawConfig();
-      work.push(this.loadOutputs(), this.loadHistory(), this.loadState(), this.loadCosts(), this.loadVersions());
+      work.push(this.loadOutputs(), this.loadHistory(), this.loadState(), this.loadCosts(), this.loadVersions(), this.loadCredentialNames());
     }
     await Promise.all(work);
   }
@@ -634,14 +635,31 @@ export class TwinView {
     const { twin } = this;
     const files = Object.entries(twin.files ?? {});
     const variables = variablesTable(twin.variables, twin.sensitive_variables);
-    fillIfChanged(this.el.config, [twin.files, twin.variables, twin.sensitive_variables], () => [
+    const ids = twin.credential_ids ?? [];
+    const named = ids.map((id) => this.credentialList?.find((c) => c.id === id) ?? { id });
+    fillIfChanged(this.el.config, [twin.files, twin.variables, twin.sensitive_variables, named], () => [
       h('h3', {}, `Files (${files.length})`),
       files.map(([path, content]) =>
         h('details', { class: 'file' }, h('summary', {}, h('code', {}, path), h('span', { class: 'muted' }, ` ${content.length.toLocaleString()} bytes`)), h('pre', { class: 'code' }, content)),
       ),
       h('h3', {}, 'Variables'),
       variables,
+      h('h3', {}, 'Credentials'),
+      named.length
+        ? h('ul', { class: 'plain-list twin-credentials' }, named.map((c) => h('li', { dataset: { credentialId: c.id } },
+          c.name ? [h('a', { href: '#/credentials' }, c.name), h('span', { class: 'muted' }, ` ${c.provider} · ${(c.env_keys ?? []).join(', ')}`)] : h('code', {}, c.id),
+          c.expired ? [' ', h('span', { class: 'badge tone-red' }, 'Expired')] : null)))
+        : h('p', { class: 'muted' }, 'None: runs get only the gateway\'s own credentials file. Edit configuration attaches some.'),
     ]);
+  }
+
+  /** Names for the credentials the twin names (the API answers ids). */
+  async loadCredentialNames() {
+    if (!this.twin?.credential_ids?.length) return;
+    const list = await this.section(() => api.credentials());
+    if (!list) return;
+    this.credentialList = list;
+    if (this.twin) this.drawConfig();
   }
 
   async start(kind) {
@@ -903,6 +921,7 @@ class ConfigEditor {
     this.error = $('#edit-error', dialog);
     this.save = $('#edit-save', dialog);
     this.variables = new VariablesEditor($('#edit-variables', dialog), { idPrefix: 'edit-var' });
+    this.credentials = new CredentialPicker($('#edit-credentials', dialog), { idPrefix: 'edit-cred' });
     $('#edit-cancel', dialog).addEventListener('click', () => dialog.close());
     // What was typed (a sensitive value among it) does not stay in the closed dialog.
     dialog.addEventListener('close', () => {
@@ -927,11 +946,25 @@ class ConfigEditor {
     this.filesBox.replaceChildren();
     for (const [path, content] of Object.entries(twin.files ?? {})) this.putFile(path, content);
     this.variables.set(twin.variables ?? {}, twin.sensitive_variables ?? []);
+    this.loadCredentials(twin);
     this.newFile.value = '';
     this.setError(null);
     this.opener = document.activeElement;
     this.dialog.showModal();
     this.filesBox.querySelector('textarea')?.focus();
+  }
+
+  /** The owner's credentials as checkboxes; until they load, the twin's list is left alone. */
+  async loadCredentials(twin) {
+    this.credentials.message('Loading your credentials…');
+    try {
+      const list = await api.credentials();
+      if (this.twin !== twin || !this.dialog.open) return;
+      this.credentials.set(list.filter((c) => c.owner === twin.owner), twin.credential_ids ?? [], { provider: twin.provider });
+    } catch (error) {
+      if (this.twin !== twin) return;
+      this.credentials.message(`The credentials could not be loaded (${describe(error)}); saving keeps the ones the twin names.`);
+    }
   }
 
   putFile(path, content) {
@@ -989,7 +1022,10 @@ class ConfigEditor {
     }
     this.save.disabled = true;
     try {
-      const twin = await api.updateTwin(this.twin.id, { files, variables });
+      const body = { files, variables };
+      const credentialIds = this.credentials.read();
+      if (credentialIds) body.credential_ids = credentialIds;
+      const twin = await api.updateTwin(this.twin.id, body);
       this.dialog.close();
       this.hooks.saved(twin);
     } catch (error) {

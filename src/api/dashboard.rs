@@ -100,6 +100,11 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../../static/runs-view.js"),
     },
+    Asset {
+        name: "credentials.js",
+        content_type: JS,
+        body: include_str!("../../static/credentials.js"),
+    },
 ];
 
 fn serve(asset: &Asset) -> HttpResponse {
