@@ -105,6 +105,11 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../../static/credentials.js"),
     },
+    Asset {
+        name: "webhooks.js",
+        content_type: JS,
+        body: include_str!("../../static/webhooks.js"),
+    },
 ];
 
 fn serve(asset: &Asset) -> HttpResponse {
