@@ -105,12 +105,24 @@ export const api = {
     requestPage(`/twins/${enc(id)}/history${query({ limit, before })}`),
   state: (id) => get(`/twins/${enc(id)}/state`),
   stateVersions: (id) => get(`/twins/${enc(id)}/state/versions`),
+  restoreVersion: (id, version) => post(`/twins/${enc(id)}/state/versions/${enc(version)}/restore`),
   runs: (id, { limit, before } = {}) => requestPage(`/twins/${enc(id)}/runs${query({ limit, before })}`),
   allRuns: ({ status, limit, before } = {}) => requestPage(`/runs${query({ status, limit, before })}`),
   validate: (id) => post(`/twins/${enc(id)}/validate`),
   refresh: (id) => post(`/twins/${enc(id)}/refresh`),
   start: (id, kind) => post(`/twins/${enc(id)}/${['destroy', 'plan'].includes(kind) ? kind : 'deploy'}`),
   cancel: (id) => post(`/twins/${enc(id)}/cancel`),
+
+  credentials: () => get('/credentials'),
+  createCredential: (body) => post('/credentials', body),
+  updateCredential: (id, body) => request('PUT', `/credentials/${enc(id)}`, body),
+  deleteCredential: (id, { force = false } = {}) =>
+    request('DELETE', `/credentials/${enc(id)}${force ? '?force=true' : ''}`),
+
+  webhooks: () => get('/webhooks'),
+  createWebhook: (body) => post('/webhooks', body),
+  deleteWebhook: (id) => request('DELETE', `/webhooks/${enc(id)}`),
+  deliveries: (id, limit = 50) => get(`/webhooks/${enc(id)}/deliveries?limit=${limit}`),
 
   run: (jobId) => get(`/runs/${enc(jobId)}`),
   cancelRun: (jobId) => post(`/runs/${enc(jobId)}/cancel`),

@@ -1,13 +1,15 @@
 // The dashboard's entry: sign-in, the views (#/ twins, #/twins/<id>, #/runs, #/new the
-// wizard), the run modal, and the messages for a lost gateway, a lost session or a fault in
+// wizard, #/credentials, #/webhooks), the run modal, and the messages for a lost gateway, a lost session or a fault in
 // the page itself.
 
 import { api, ApiError, Unreachable, describe, onConnection } from './api.js';
+import { CredentialsView } from './credentials.js';
 import { $, refreshTimes } from './dom.js';
 import { RunModal } from './run-modal.js';
 import { RunsView } from './runs-view.js';
 import { TwinView } from './twin-view.js';
 import { Dashboard } from './twins.js';
+import { WebhooksView } from './webhooks.js';
 import { Wizard } from './wizard.js';
 
 const POLL_MS = 5000;
@@ -20,6 +22,8 @@ const sections = {
   twin: $('#twin-view'),
   runs: $('#runs-view'),
   wizard: $('#wizard-view'),
+  credentials: $('#credentials-view'),
+  webhooks: $('#webhooks-view'),
 };
 
 let signedIn = false;
@@ -61,6 +65,8 @@ const dashboard = new Dashboard(sections.dashboard, ctx);
 const twinView = new TwinView(sections.twin, ctx);
 const runsView = new RunsView(sections.runs, ctx);
 const wizard = new Wizard(sections.wizard, ctx);
+const credentialsView = new CredentialsView(sections.credentials, ctx);
+const webhooksView = new WebhooksView(sections.webhooks, ctx);
 
 function show(name) {
   for (const [key, section] of Object.entries(sections)) section.hidden = key !== name;
@@ -186,13 +192,16 @@ function route({ focus = true } = {}) {
   if (twin) [next, name, title] = [twinView, 'twin', 'Twin'];
   else if (hash === '#/runs') [next, name, title] = [runsView, 'runs', 'Runs'];
   else if (hash === '#/new') [next, name, title] = [wizard, 'wizard', 'New twin'];
+  else if (hash === '#/credentials') [next, name, title] = [credentialsView, 'credentials', 'Credentials'];
+  else if (hash === '#/webhooks') [next, name, title] = [webhooksView, 'webhooks', 'Webhooks'];
   else [next, name, title] = [dashboard, 'dashboard', 'Twins'];
   if (current && current !== next) current.hide();
   current = next;
   show(name);
   document.title = `${title} · terrastream`;
+  const section = { dashboard: 'twins', twin: 'twins', runs: 'runs', credentials: 'credentials', webhooks: 'webhooks' }[name];
   for (const link of document.querySelectorAll('#main-nav a')) {
-    const here = (link.dataset.nav === 'runs') === (name === 'runs') && name !== 'wizard';
+    const here = link.dataset.nav === section;
     if (here) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }

@@ -67,19 +67,40 @@ function actionLabel(action) {
   return { create: 'create', update: 'update', delete: 'delete', replace: 'replace', remove: 'delete', read: 'read', noop: 'no change' }[action] ?? action ?? 'change';
 }
 
+/** A value the gateway keeps to itself: dots, "hidden" for screen readers, a tag. */
+export function hiddenValue(label = 'hidden') {
+  return h(
+    'span',
+    { class: 'masked', dataset: { hidden: 'true' } },
+    h('span', { 'aria-hidden': 'true' }, MASK),
+    h('span', { class: 'sr-only' }, label),
+    h('span', { class: 'tag' }, 'sensitive'),
+  );
+}
+
 /** An output's value, or the mask for a sensitive one (the API already masked it). */
 export function outputValue(output) {
-  if (output.sensitive) {
-    return h(
-      'span',
-      { class: 'masked' },
-      h('span', { 'aria-hidden': 'true' }, MASK),
-      h('span', { class: 'sr-only' }, 'hidden'),
-      h('span', { class: 'tag' }, 'sensitive'),
-    );
-  }
+  if (output.sensitive) return hiddenValue();
   const value = output.value;
   return h('code', { class: 'value' }, typeof value === 'string' ? value : JSON.stringify(value));
+}
+
+/**
+ * A twin's variables as a table; a sensitive one (the gateway answers only its mask) reads
+ * "set, hidden", never a value.
+ */
+export function variablesTable(variables, sensitiveNames = []) {
+  const hidden = new Set(sensitiveNames);
+  const entries = Object.entries(variables ?? {});
+  if (!entries.length) return h('p', { class: 'muted' }, 'No variables: the configuration\'s defaults apply.');
+  return table(['Name', 'Value'], entries.map(([name, value]) => {
+    const cells = [
+      h('code', {}, name),
+      hidden.has(name) ? hiddenValue('set, hidden') : h('code', { class: 'value' }, typeof value === 'string' ? value : JSON.stringify(value)),
+    ];
+    cells.attrs = { dataset: { variable: name, sensitive: String(hidden.has(name)) } };
+    return cells;
+  }), 'variables-table', { caption: 'Variables' });
 }
 
 /** A run's status as a coloured word. */

@@ -5,11 +5,11 @@
 
 import { api, ApiError, Unreachable, describe } from './api.js';
 import { $, announce, fill, h, showDialog, statusBadge, timeAgo } from './dom.js';
-import { VariablesEditor, readFiles } from './forms.js';
+import { CredentialPicker, VariablesEditor, readFiles } from './forms.js';
 import { drawResourceMap } from './resource-map.js';
 import {
   RUN_HEADERS, RUN_KINDS, changeList, costBars, deltaText, fillIfChanged, forget, money, moreButton,
-  outputValue, runRows, subtract, table, unpricedList,
+  outputValue, runRows, subtract, table, unpricedList, variablesTable,
 } from './twin-panels.js';
 
 const DESTROYABLE = ['deployed', 'error', 'destroy_failed'];
@@ -111,6 +111,8 @@ export class TwinView {
     this.runs = [];
     this.runsNext = null;
     this.showAllVersions = false;
+    this.versions = null;
+    this.credentialList = null;
     this.driftJob = null;
     this.busy = false;
     this.validation = { for: null, state: 'unknown', errors: [], warnings: [] };
@@ -140,6 +142,7 @@ export class TwinView {
       delete this.el.status.dataset.status;
       this.el.hint.textContent = '';
       this.el.mapDetails.textContent = '';
+      $('#versions-note', this.root).hidden = true;
       this.el.validation.hidden = true;
       this.drawButtons();
     }
@@ -188,7 +191,7 @@ export class TwinView {
     const work = [this.validate(), this.loadRuns()];
     if (changed) {
       this.drawConfig();
-      work.push(this.loadOutputs(), this.loadHistory(), this.loadState(), this.loadCosts(), this.loadVersions());
+      work.push(this.loadOutputs(), this.loadHistory(), this.loadState(), this.loadCosts(), this.loadVersions(), this.loadCredentialNames());
     }
     await Promise.all(work);
   }
@@ -432,6 +435,15 @@ export class TwinView {
     const { infra, twin } = this;
     if (!infra || !twin) return;
     const drift = infra.drift;
+    // Who started the last check (the scheduler with --drift-interval-secs, or a person's
+    // Refresh status) is its run's actor; the runs list has it once loaded.
+    const actor = drift?.job_id ? this.runs.find((run) => run.job_id === drift.job_id)?.actor ?? null : null;
+    const scheduled = actor === 'drift-scheduler';
+    const checked = () => [
+      ' Checked ', timeAgo(drift.checked_at),
+      actor ? h('span', { class: 'drift-by', dataset: { by: scheduled ? 'scheduler' : 'person' } }, scheduled ? ' by the scheduled check' : ` by ${actor}`) : null,
+      '.',
+    ];
     const parts = [];
     if (this.driftJob) {
       parts.push(h('p', { class: 'drift-state checking', dataset: { state: 'checking' } },
@@ -441,19 +453,19 @@ export class TwinView {
       parts.push(h('p', { class: 'muted drift-state', dataset: { state: 'unchecked' } },
         twin.deployment_status === 'deployed' ? 'Not checked yet. A check compares the live resources with the stored state.' : 'Checks are for a deployed twin.'));
     } else if (drift.outcome !== 'completed' && drift.outcome !== 'succeeded') {
-      parts.push(h('p', { class: 'drift-state warn-text', dataset: { state: 'failed' } }, 'The last check did not finish (', drift.outcome, ') ', timeAgo(drift.checked_at), '.'));
+      parts.push(h('p', { class: 'drift-state warn-text', dataset: { state: 'failed' } }, `The last check did not finish (${drift.outcome}).`, checked()));
     } else if (!drift.drifted_count) {
-      parts.push(h('p', { class: 'drift-state ok-text', dataset: { state: 'clean' } }, 'No drift: the resources match the state. Checked ', timeAgo(drift.checked_at), '.'));
+      parts.push(h('p', { class: 'drift-state ok-text', dataset: { state: 'clean' } }, 'No drift: the resources match the state.', checked()));
     } else {
       parts.push(h('p', { class: 'drift-state error-text', dataset: { state: 'drifted', count: drift.drifted_count } },
-        `${drift.drifted_count} resource${drift.drifted_count === 1 ? '' : 's'} drifted: changed or deleted outside terraform. Checked `, timeAgo(drift.checked_at), '.'));
+        `${drift.drifted_count} resource${drift.drifted_count === 1 ? '' : 's'} drifted: changed or deleted outside terraform.`, checked()));
       parts.push(changeList(drift.drifted, ''));
       parts.push(h('p', { class: 'muted small' }, 'Deploy puts them back as the configuration says.'));
     }
     if (drift?.job_id && !this.driftJob) {
       parts.push(h('button', { type: 'button', class: 'button small', dataset: { openRun: drift.job_id }, onclick: () => this.openRun({ job_id: drift.job_id, kind: 'drift' }, true) }, 'View the last check\'s log'));
     }
-    fillIfChanged(this.el.drift, [drift, this.driftJob, twin.deployment_status], () => parts);
+    fillIfChanged(this.el.drift, [drift, this.driftJob, twin.deployment_status, actor], () => parts);
     this.drawMap();
   }
 
@@ -467,8 +479,10 @@ export class TwinView {
   drawVersions() {
     const versions = this.versions ?? [];
     const shown = this.showAllVersions ? versions : versions.slice(0, VERSIONS_SHOWN);
-    fillIfChanged(this.el.versions, [shown, versions.length], () => {
+    const deleted = Boolean(this.twin?.deleted_at);
+    fillIfChanged(this.el.versions, [shown, versions.length, deleted], () => {
       if (!versions.length) return h('p', { class: 'muted' }, 'No state yet.');
+      const current = versions[0]?.version;
       const rows = shown.map((v) => {
         const cells = [
           `v${v.version}`,
@@ -478,18 +492,79 @@ export class TwinView {
           v.run_id
             ? h('button', { type: 'button', class: 'button small', dataset: { openRun: v.run_id }, 'aria-label': `Log of the run that wrote version ${v.version}`, onclick: () => this.openRun({ job_id: v.run_id }, true) }, 'View run')
             : h('span', { class: 'muted' }, 'no run'),
+          v.version === current
+            ? h('span', { class: 'tag', dataset: { current: 'true' } }, 'current')
+            : h('button', {
+              type: 'button',
+              class: 'button small',
+              dataset: { restore: v.version },
+              disabled: deleted,
+              'aria-label': `Restore version ${v.version}`,
+              onclick: (event) => this.restoreVersion(v, event.currentTarget),
+            }, 'Restore…'),
         ];
         cells.attrs = { dataset: { version: v.version } };
         return cells;
       });
       return [
-        table(['Version', 'Resources', 'By', 'When', 'Run'], rows, 'versions-table'),
+        table(['Version', 'Resources', 'By', 'When', 'Run', ''], rows, 'versions-table', { caption: 'State versions, newest first' }),
         versions.length > VERSIONS_SHOWN
           ? h('button', { type: 'button', class: 'button small more', onclick: () => { this.showAllVersions = !this.showAllVersions; this.drawVersions(); } },
             this.showAllVersions ? 'Show the latest only' : `Show all ${versions.length} versions`)
           : null,
       ];
     });
+  }
+
+  /** Rollback: version `v`'s content becomes the current state, after a confirmation. */
+  async restoreVersion(v, opener) {
+    const twin = this.twin;
+    if (!twin) return;
+    const dialog = document.getElementById('restore-dialog');
+    const form = $('form', dialog);
+    const error = $('#restore-error', dialog);
+    const confirm = $('#restore-confirm', dialog);
+    const cancel = $('#restore-cancel', dialog);
+    fill($('#restore-version', dialog), String(v.version));
+    fill($('#restore-twin-name', dialog), twin.name);
+    fill($('#restore-count', dialog), `${v.resource_count} resource${v.resource_count === 1 ? '' : 's'}`);
+    fill($('#restore-when', dialog), timeAgo(v.created_at), v.run_id ? ' by a run' : ` by ${v.actor}`);
+    error.hidden = true;
+    confirm.textContent = 'Restore';
+    let restored = null;
+    const onSubmit = async (event) => {
+      event.preventDefault();
+      confirm.disabled = true;
+      error.hidden = true;
+      try {
+        restored = await api.restoreVersion(twin.id, v.version);
+        dialog.close('restored');
+      } catch (failure) {
+        error.textContent = restoreRefusal(failure);
+        error.hidden = false;
+        confirm.textContent = 'Try again';
+      } finally {
+        confirm.disabled = false;
+      }
+    };
+    const onCancel = () => dialog.close('cancel');
+    form.addEventListener('submit', onSubmit);
+    cancel.addEventListener('click', onCancel);
+    const answer = showDialog(dialog);
+    cancel.focus();
+    await answer;
+    form.removeEventListener('submit', onSubmit);
+    cancel.removeEventListener('click', onCancel);
+    const note = $('#versions-note', this.root);
+    if (!restored) {
+      (opener?.isConnected ? opener : $('#versions-title', this.root)).focus();
+      return;
+    }
+    note.textContent = `Version ${v.version} is restored as version ${restored.version} (${restored.resource_count} resource${restored.resource_count === 1 ? '' : 's'}). The next deploy plans from it.`;
+    note.hidden = false;
+    note.focus();
+    announce(note.textContent);
+    await this.refresh({ full: true });
   }
 
   async loadRuns() {
@@ -500,6 +575,7 @@ export class TwinView {
     this.runs = page.items;
     this.runsNext = page.next;
     this.drawRuns();
+    this.drawDrift();
   }
 
   async moreRuns() {
@@ -558,17 +634,32 @@ export class TwinView {
   drawConfig() {
     const { twin } = this;
     const files = Object.entries(twin.files ?? {});
-    const variables = Object.keys(twin.variables ?? {}).length
-      ? h('pre', { class: 'code' }, JSON.stringify(twin.variables, null, 2))
-      : h('p', { class: 'muted' }, 'No variables: the configuration\'s defaults apply.');
-    fillIfChanged(this.el.config, [twin.files, twin.variables], () => [
+    const variables = variablesTable(twin.variables, twin.sensitive_variables);
+    const ids = twin.credential_ids ?? [];
+    const named = ids.map((id) => this.credentialList?.find((c) => c.id === id) ?? { id });
+    fillIfChanged(this.el.config, [twin.files, twin.variables, twin.sensitive_variables, named], () => [
       h('h3', {}, `Files (${files.length})`),
       files.map(([path, content]) =>
         h('details', { class: 'file' }, h('summary', {}, h('code', {}, path), h('span', { class: 'muted' }, ` ${content.length.toLocaleString()} bytes`)), h('pre', { class: 'code' }, content)),
       ),
       h('h3', {}, 'Variables'),
       variables,
+      h('h3', {}, 'Credentials'),
+      named.length
+        ? h('ul', { class: 'plain-list twin-credentials' }, named.map((c) => h('li', { dataset: { credentialId: c.id } },
+          c.name ? [h('a', { href: '#/credentials' }, c.name), h('span', { class: 'muted' }, ` ${c.provider} · ${(c.env_keys ?? []).join(', ')}`)] : h('code', {}, c.id),
+          c.expired ? [' ', h('span', { class: 'badge tone-red' }, 'Expired')] : null)))
+        : h('p', { class: 'muted' }, 'None: runs get only the gateway\'s own credentials file. Edit configuration attaches some.'),
     ]);
+  }
+
+  /** Names for the credentials the twin names (the API answers ids). */
+  async loadCredentialNames() {
+    if (!this.twin?.credential_ids?.length) return;
+    const list = await this.section(() => api.credentials());
+    if (!list) return;
+    this.credentialList = list;
+    if (this.twin) this.drawConfig();
   }
 
   async start(kind) {
@@ -584,7 +675,8 @@ export class TwinView {
       if (error instanceof ApiError && error.body.active_job_id) {
         this.openRun({ job_id: error.body.active_job_id }, false);
       } else {
-        this.el.hint.textContent = describe(error);
+        // Kept over the usual hint that the refresh below draws (an expired credential, 503).
+        this.setHint(describe(error));
         this.ctx.report(error, { quiet: true });
       }
     }
@@ -829,7 +921,13 @@ class ConfigEditor {
     this.error = $('#edit-error', dialog);
     this.save = $('#edit-save', dialog);
     this.variables = new VariablesEditor($('#edit-variables', dialog), { idPrefix: 'edit-var' });
+    this.credentials = new CredentialPicker($('#edit-credentials', dialog), { idPrefix: 'edit-cred' });
     $('#edit-cancel', dialog).addEventListener('click', () => dialog.close());
+    // What was typed (a sensitive value among it) does not stay in the closed dialog.
+    dialog.addEventListener('close', () => {
+      this.filesBox.replaceChildren();
+      this.variables.set({});
+    });
     $('#edit-add-file', dialog).addEventListener('click', () => this.addFile());
     this.upload.addEventListener('change', async () => {
       const files = await readFiles(this.upload.files);
@@ -847,12 +945,26 @@ class ConfigEditor {
     this.twin = twin;
     this.filesBox.replaceChildren();
     for (const [path, content] of Object.entries(twin.files ?? {})) this.putFile(path, content);
-    this.variables.set(twin.variables ?? {});
+    this.variables.set(twin.variables ?? {}, twin.sensitive_variables ?? []);
+    this.loadCredentials(twin);
     this.newFile.value = '';
     this.setError(null);
     this.opener = document.activeElement;
     this.dialog.showModal();
     this.filesBox.querySelector('textarea')?.focus();
+  }
+
+  /** The owner's credentials as checkboxes; until they load, the twin's list is left alone. */
+  async loadCredentials(twin) {
+    this.credentials.message('Loading your credentials…');
+    try {
+      const list = await api.credentials();
+      if (this.twin !== twin || !this.dialog.open) return;
+      this.credentials.set(list.filter((c) => c.owner === twin.owner), twin.credential_ids ?? [], { provider: twin.provider });
+    } catch (error) {
+      if (this.twin !== twin) return;
+      this.credentials.message(`The credentials could not be loaded (${describe(error)}); saving keeps the ones the twin names.`);
+    }
   }
 
   putFile(path, content) {
@@ -910,7 +1022,10 @@ class ConfigEditor {
     }
     this.save.disabled = true;
     try {
-      const twin = await api.updateTwin(this.twin.id, { files, variables });
+      const body = { files, variables };
+      const credentialIds = this.credentials.read();
+      if (credentialIds) body.credential_ids = credentialIds;
+      const twin = await api.updateTwin(this.twin.id, body);
       this.dialog.close();
       this.hooks.saved(twin);
     } catch (error) {
@@ -958,6 +1073,16 @@ function describeEntry(entry) {
     return `${from} → ${(entry.to_status ?? '').replace('_', ' ')}`;
   }
   return entry.action.replaceAll('_', ' ');
+}
+
+/** Why the gateway refused a restore, in words that say what to do. */
+function restoreRefusal(error) {
+  if (!(error instanceof ApiError)) return describe(error);
+  if (error.code === 'twin_locked') return 'A run is working on this twin: the state cannot be restored until it ends. Try again then.';
+  if (error.code === 'state_locked') return `The state is locked (${error.message}): a run or someone's terraform is using it. Try again once the lock is released; an admin can release a stuck one.`;
+  if (error.code === 'twin_deleted') return 'The twin is deleted: restore the twin first.';
+  if (error.status === 404) return 'That version is not there any more.';
+  return `The gateway refused: ${error.message}`;
 }
 
 function describeChange(change) {

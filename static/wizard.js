@@ -9,8 +9,8 @@
 
 import { api, ApiError, describe } from './api.js';
 import { $, announce, fill, h } from './dom.js';
-import { VariablesEditor, readFolder } from './forms.js';
-import { changeList, costBars, deltaText, money, subtract } from './twin-panels.js';
+import { CredentialPicker, VariablesEditor, isMarked, readFolder } from './forms.js';
+import { changeList, costBars, deltaText, hiddenValue, money, subtract } from './twin-panels.js';
 
 const POLL_MS = 600;
 
@@ -38,11 +38,12 @@ export class Wizard {
   }
 
   reset() {
-    this.choice = { provider: null, source: 'template', region: null, size: null, name: '', variables: {}, files: {}, skipped: [] };
+    this.choice = { provider: null, source: 'template', region: null, size: null, name: '', variables: {}, credentialIds: [], files: {}, skipped: [] };
     this.index = 0;
     this.draft = null;
     this.preview = null;
     this.variablesEditor = null;
+    this.credentialPicker = null;
   }
 
   async show() {
@@ -50,7 +51,28 @@ export class Wizard {
     await this.discardDraft();
     this.reset();
     this.render();
+    this.loadCredentials();
     if (!this.providers) await this.loadProviders();
+  }
+
+  /** The caller's own credentials, for the details step (a twin names its owner's only). */
+  async loadCredentials() {
+    this.credentials = null;
+    this.credentialsError = null;
+    try {
+      const owner = this.ctx.who?.()?.owner;
+      this.credentials = (await api.credentials()).filter((c) => !owner || c.owner === owner);
+    } catch (error) {
+      this.credentialsError = describe(error);
+    }
+    if (this.visible && this.stepKey === 'details') this.fillCredentials();
+  }
+
+  fillCredentials() {
+    const picker = this.credentialPicker;
+    if (!picker) return;
+    if (this.credentials) picker.set(this.credentials, this.choice.credentialIds, { provider: this.choice.provider });
+    else if (this.credentialsError) picker.message(`Your credentials could not be loaded: ${this.credentialsError}`);
   }
 
   hide() {
@@ -147,6 +169,7 @@ export class Wizard {
         ? [['Configuration', `${Object.keys(choice.files).length} files from a folder`]]
         : [['Region', region?.name], ['Size', size ? `${size.name} (${size.nodes} node${size.nodes === 1 ? '' : 's'})` : null]]),
       ['Name', choice.name || null],
+      ...(choice.credentialIds.length ? [['Credentials', this.credentialNames().join(', ')]] : []),
     ];
     fill(this.el.facts, facts.map(([label, value]) => h('div', {}, h('dt', {}, label), h('dd', {}, value ?? h('span', { class: 'muted' }, '—')))));
     let estimate = '—';
@@ -265,12 +288,18 @@ export class Wizard {
       this.choice.name = name.value.trim();
       this.drawSummary();
     });
+    const credentials = h('div', { id: 'wizard-credentials' });
+    this.credentialPicker = new CredentialPicker(credentials, { idPrefix: 'wizard-cred' });
+    this.fillCredentials();
     return [
       h('h2', { tabindex: -1 }, 'Name and variables'),
       h('label', { for: 'wizard-name' }, 'Name'),
       name,
       h('p', { class: 'muted small' }, 'Up to 100 characters, unique among your twins.'),
       h('fieldset', {}, h('legend', {}, 'Variables (optional)'), container),
+      h('fieldset', {}, h('legend', {}, 'Credentials (optional)'),
+        h('p', { class: 'muted small' }, 'Cloud credentials the twin\'s runs get as environment variables.'),
+        credentials),
     ];
   }
 
@@ -280,8 +309,13 @@ export class Wizard {
     parts.push(h('p', { class: 'muted small' }, 'To preview the plan, the twin is saved as a draft. Back or leaving the wizard deletes that draft; Create keeps it.'));
     const variables = Object.entries(this.choice.variables);
     parts.push(h('h3', {}, 'Variables'), variables.length
-      ? h('ul', { class: 'plain-list' }, variables.map(([k, v]) => h('li', {}, h('code', {}, k), ' = ', h('code', {}, JSON.stringify(v)))))
+      ? h('ul', { class: 'plain-list' }, variables.map(([k, v]) => h('li', { dataset: { variable: k } }, h('code', {}, k), ' = ',
+        isMarked(v) && v.sensitive ? hiddenValue('sensitive, hidden') : h('code', {}, JSON.stringify(isMarked(v) ? v.value : v)))))
       : h('p', { class: 'muted' }, 'None: the configuration\'s defaults apply.'));
+    const credentials = this.credentialNames();
+    parts.push(h('h3', {}, 'Credentials'), credentials.length
+      ? h('ul', { class: 'plain-list', id: 'wizard-review-credentials' }, credentials.map((name) => h('li', {}, name)))
+      : h('p', { class: 'muted' }, 'None: runs get only the gateway\'s own credentials file.'));
     parts.push(h('h3', {}, 'Plan preview'));
     const box = h('div', { id: 'wizard-plan', class: 'plan-preview', dataset: { state: preview?.state ?? 'starting' }, 'aria-live': 'polite' });
     if (!preview || preview.state === 'running') {
@@ -308,6 +342,11 @@ export class Wizard {
     }
     parts.push(box);
     return parts;
+  }
+
+  /** The names of the credentials chosen, in order. */
+  credentialNames() {
+    return this.choice.credentialIds.map((id) => this.credentials?.find((c) => c.id === id)?.name ?? id);
   }
 
   logButton() {
@@ -345,6 +384,8 @@ export class Wizard {
   readDetails(strict = true) {
     const name = $('#wizard-name', this.el.step);
     if (name) this.choice.name = name.value.trim();
+    const credentialIds = this.credentialPicker?.read();
+    if (credentialIds) this.choice.credentialIds = credentialIds;
     try {
       if (this.variablesEditor) this.choice.variables = this.variablesEditor.read();
     } catch (error) {
@@ -408,6 +449,7 @@ export class Wizard {
   body() {
     const { choice } = this;
     const body = { name: choice.name, provider: choice.provider, variables: { ...choice.variables } };
+    if (choice.credentialIds.length) body.credential_ids = [...choice.credentialIds];
     if (choice.source === 'folder') body.files = choice.files;
     else {
       body.region = choice.region;

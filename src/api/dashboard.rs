@@ -100,6 +100,16 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../../static/runs-view.js"),
     },
+    Asset {
+        name: "credentials.js",
+        content_type: JS,
+        body: include_str!("../../static/credentials.js"),
+    },
+    Asset {
+        name: "webhooks.js",
+        content_type: JS,
+        body: include_str!("../../static/webhooks.js"),
+    },
 ];
 
 fn serve(asset: &Asset) -> HttpResponse {

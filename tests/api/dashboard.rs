@@ -43,6 +43,8 @@ async fn assets_have_their_content_types() {
         ("/ui/log-view.js", "text/javascript; charset=utf-8"),
         ("/ui/wizard.js", "text/javascript; charset=utf-8"),
         ("/ui/runs-view.js", "text/javascript; charset=utf-8"),
+        ("/ui/credentials.js", "text/javascript; charset=utf-8"),
+        ("/ui/webhooks.js", "text/javascript; charset=utf-8"),
         ("/ui/twin-panels.js", "text/javascript; charset=utf-8"),
         ("/ui/resource-map.js", "text/javascript; charset=utf-8"),
         ("/ui/forms.js", "text/javascript; charset=utf-8"),
