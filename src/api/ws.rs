@@ -131,6 +131,9 @@ impl Stream {
     async fn serve(mut self, keep_alive: Duration, end: tokio_util::sync::CancellationToken) {
         let mut ping = tokio::time::interval(keep_alive);
         ping.tick().await;
+        // Registered once for the stream's life (every stream shares the token).
+        let end = end.cancelled_owned();
+        tokio::pin!(end);
         let ending = loop {
             tokio::select! {
                 next = self.subscription.next() => match next {
@@ -168,7 +171,7 @@ impl Stream {
                         break Ending::Gone;
                     }
                 }
-                () = end.cancelled() => break Ending::Close(
+                () = &mut end => break Ending::Close(
                     CloseCode::Away,
                     Some(format!("the gateway is stopping; reconnect with last_event_id={}", self.last_sent)),
                 ),

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::SharedEvent;
 use crate::domain::RunId;
-use crate::store::{run_blocking, Store, StoreError, StoredEvent};
+use crate::store::{run_blocking, Store, StoreError};
 
 const PAGE: usize = 500;
 
@@ -16,8 +17,8 @@ pub struct Subscription {
     run_id: RunId,
     /// The last sequence number handed out.
     last: u64,
-    backlog: VecDeque<Arc<StoredEvent>>,
-    live: Option<broadcast::Receiver<Arc<StoredEvent>>>,
+    backlog: VecDeque<Arc<SharedEvent>>,
+    live: Option<broadcast::Receiver<Arc<SharedEvent>>>,
     /// The store may hold events after `last` that the live channel will not bring.
     behind: bool,
     ended: bool,
@@ -28,7 +29,7 @@ impl Subscription {
         store: Arc<dyn Store>,
         run_id: RunId,
         after: u64,
-        live: Option<broadcast::Receiver<Arc<StoredEvent>>>,
+        live: Option<broadcast::Receiver<Arc<SharedEvent>>>,
     ) -> Self {
         Self {
             store,
@@ -42,7 +43,7 @@ impl Subscription {
     }
 
     /// The next event in sequence; `None` after `done` (or when a finished run has no more).
-    pub async fn next(&mut self) -> Result<Option<Arc<StoredEvent>>, StoreError> {
+    pub async fn next(&mut self) -> Result<Option<Arc<SharedEvent>>, StoreError> {
         loop {
             if self.ended {
                 return Ok(None);
@@ -61,7 +62,8 @@ impl Subscription {
                     .await?;
                 self.behind = page.len() == PAGE;
                 if !page.is_empty() {
-                    self.backlog.extend(page.into_iter().map(Arc::new));
+                    self.backlog
+                        .extend(page.into_iter().map(|e| Arc::new(SharedEvent::new(e))));
                     continue;
                 }
             }
