@@ -3,7 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::domain::{DeploymentStatus, IdError, Refusal, RunId, ValidationError};
 use crate::store::StoreError;
@@ -88,6 +88,24 @@ impl From<crate::webhooks::WebhookError> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A sentence for people.
+    detail: String,
+    /// A stable code for programs: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `payload_too_large`, `unprocessable`, `unavailable`, `internal`, or for a 409 what
+    /// it conflicts with (`invalid_transition`, `twin_locked`, `state_locked`, ...).
+    #[schema(value_type = String, example = "not_found")]
+    code: &'static str,
+    /// For a conflict with a twin's state: the twin's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment_status: Option<DeploymentStatus>,
+    /// For a conflict with a run's lock: that run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_job_id: Option<RunId>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -155,15 +173,16 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({ "detail": detail, "code": self.code() });
-        if let ApiError::Conflict(conflict) = self {
-            if let Some(status) = conflict.status {
-                body["deployment_status"] = json!(status);
-            }
-            if let Some(run) = &conflict.active_job_id {
-                body["active_job_id"] = json!(run);
-            }
-        }
+        let (deployment_status, active_job_id) = match self {
+            ApiError::Conflict(conflict) => (conflict.status, conflict.active_job_id.clone()),
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            detail,
+            code: self.code(),
+            deployment_status,
+            active_job_id,
+        };
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized(_)) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
