@@ -17,6 +17,7 @@ mod fuzz;
 mod health;
 mod helpers;
 mod isolation;
+mod openapi;
 mod preview;
 mod process_helpers;
 mod resilience;
