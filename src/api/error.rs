@@ -121,6 +121,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Conflict(Conflict),
+    /// The route exists, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -139,6 +142,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Conflict(conflict) => conflict.code,
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Internal(_) => "internal",
@@ -159,6 +163,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -242,6 +247,33 @@ pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) ->
 
 pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::NotFound(format!("bad path: {err}")).into()
+}
+
+/// A route asked with a method it does not take: actix answers an empty 405 with `Allow`;
+/// this gives it the JSON every error has, keeping the status and `Allow`.
+pub fn method_not_allowed<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    let (req, res) = res.into_parts();
+    let allow = res.headers().get(actix_web::http::header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let error = ApiError::MethodNotAllowed(format!(
+        "{} {} is not a route; this path takes {allowed}",
+        req.method(),
+        req.path()
+    ));
+    let mut json = error.error_response();
+    if let Some(allow) = allow {
+        json.headers_mut()
+            .insert(actix_web::http::header::ALLOW, allow);
+    }
+    Ok(actix_web::middleware::ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, json).map_into_right_body(),
+    ))
 }
 
 /// Routes that do not exist, as JSON.
