@@ -6,45 +6,107 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
-use utoipa::openapi::RefOr;
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::ToSchema;
 
 use crate::domain::{DeploymentStatus, LogStream, Outcome, RunId, Stage, TwinId};
 
-/// One event of a run: its sequence number, its name and its data.
-#[derive(Serialize, Deserialize, ToSchema)]
+/// One event of a run as JSON (a WebSocket message, an entry of a logs page): its sequence
+/// number, its name and its data. Its schema is [`event_schema`]'s, one object per kind.
+#[derive(Serialize, Deserialize)]
 pub struct RunEventMessage {
-    /// 1, 2, 3 ... per run, without gaps: the SSE `id:` and the resume cursor.
     id: u64,
     #[serde(flatten)]
     event: RunEventData,
 }
 
-/// The event's name (`event`, the SSE `event:` line) and its data (the SSE `data:` line, one
-/// line of JSON whose `type` repeats the name).
-#[derive(Serialize, Deserialize, ToSchema)]
+/// The event's name and its data (whose `type` repeats the name); the test's view of
+/// [`RunEvent::data`](crate::domain::RunEvent::data).
+#[derive(Serialize, Deserialize)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
-pub enum RunEventData {
+enum RunEventData {
     Stage(StageEvent),
     Log(LogEvent),
     Progress(ProgressEvent),
     Status(StatusEvent),
     Warning(WarningEvent),
     Queue(QueueEvent),
-    /// Always the last event of a run.
     Done(DoneEvent),
 }
 
-/// Each event's name and the schema of its data, as [`RunEventData`] tags them.
-const EVENTS: [(&str, &str); 7] = [
-    ("stage", "StageEvent"),
-    ("log", "LogEvent"),
-    ("progress", "ProgressEvent"),
-    ("status", "StatusEvent"),
-    ("warning", "WarningEvent"),
-    ("queue", "QueueEvent"),
-    ("done", "DoneEvent"),
-];
+/// Adds a schema, and those it refers to, to the document's components.
+type Collect = fn(&mut Vec<(String, RefOr<Schema>)>);
+
+/// Each event's name, the name of its data's schema, and how to collect that schema.
+fn events() -> [(&'static str, String, Collect); 7] {
+    fn event<T: ToSchema>(name: &'static str) -> (&'static str, String, Collect) {
+        let collect: Collect = |schemas| {
+            schemas.push((T::name().into_owned(), T::schema()));
+            T::schemas(schemas);
+        };
+        (name, T::name().into_owned(), collect)
+    }
+    [
+        event::<StageEvent>("stage"),
+        event::<LogEvent>("log"),
+        event::<ProgressEvent>("progress"),
+        event::<StatusEvent>("status"),
+        event::<WarningEvent>("warning"),
+        event::<QueueEvent>("queue"),
+        event::<DoneEvent>("done"),
+    ]
+}
+
+/// `oneOf` an object per kind of event: `id`, `event` (its name) and `data` as `data_field`
+/// makes it from the data's schema name.
+fn event_schema(
+    id: impl Fn() -> ObjectBuilder,
+    data_field: impl Fn(&str) -> RefOr<Schema>,
+    description: &str,
+) -> RefOr<Schema> {
+    events()
+        .iter()
+        .map(|(name, data, _)| {
+            ObjectBuilder::new()
+                .property("id", id())
+                .required("id")
+                .property(
+                    "event",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([*name])),
+                )
+                .required("event")
+                .property("data", data_field(data))
+                .required("data")
+        })
+        .fold(OneOfBuilder::new(), OneOfBuilder::item)
+        .description(Some(description))
+        .into()
+}
+
+impl utoipa::PartialSchema for RunEventMessage {
+    fn schema() -> RefOr<Schema> {
+        event_schema(
+            || {
+                ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .description(Some("1, 2, 3 ... per run, without gaps: the resume cursor."))
+            },
+            |data| Ref::from_schema_name(data).into(),
+            "One event of a run: its sequence number, its name and its data (whose `type` repeats the name).",
+        )
+    }
+}
+
+impl ToSchema for RunEventMessage {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for (_, _, collect) in events() {
+            collect(schemas);
+        }
+    }
+}
 
 /// One frame of the `text/event-stream` of a run, as an SSE parser reads it: the fields `id`,
 /// `event` and `data` as text, `data` holding the event's JSON (the event-stream convention of
@@ -54,51 +116,34 @@ pub struct RunEventFrame;
 
 impl utoipa::PartialSchema for RunEventFrame {
     fn schema() -> RefOr<Schema> {
-        let frames = EVENTS.iter().map(|(name, data)| {
-            let content = [
-                ("contentMediaType", json!("application/json")),
-                (
-                    "contentSchema",
-                    json!({ "$ref": format!("#/components/schemas/{data}") }),
-                ),
-            ];
-            ObjectBuilder::new()
-                .property(
-                    "id",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some("^[0-9]+$"))
-                        .description(Some("The event's sequence number: 1, 2, 3 ... per run.")),
-                )
-                .required("id")
-                .property(
-                    "event",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some([*name])),
-                )
-                .required("event")
-                .property(
-                    "data",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .extensions(Some(content.into_iter().collect())),
-                )
-                .required("data")
-        });
-        frames
-            .fold(OneOfBuilder::new(), OneOfBuilder::item)
-            .description(Some(
-                "One SSE frame: `id:` the sequence number, `event:` the name, `data:` one line of JSON whose `type` repeats the name.",
-            ))
-            .into()
+        event_schema(
+            || {
+                ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]+$"))
+                .description(Some("The event's sequence number: 1, 2, 3 ... per run."))
+            },
+            |data| {
+                let content = [
+                    ("contentMediaType", json!("application/json")),
+                    (
+                        "contentSchema",
+                        json!({ "$ref": format!("#/components/schemas/{data}") }),
+                    ),
+                ];
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .extensions(Some(content.into_iter().collect()))
+                    .into()
+            },
+            "One SSE frame: `id:` the sequence number, `event:` the name, `data:` one line of JSON whose `type` repeats the name.",
+        )
     }
 }
 
 impl ToSchema for RunEventFrame {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        // The data schemas the frames point at.
-        <RunEventData as ToSchema>::schemas(schemas);
+        <RunEventMessage as ToSchema>::schemas(schemas);
     }
 }
 
@@ -196,7 +241,7 @@ pub struct DoneEvent {
 mod tests {
     use serde_json::{json, Value};
 
-    use super::{RunEventMessage, EVENTS};
+    use super::{events, RunEventMessage};
     use crate::domain::{DeploymentStatus, LogStream, Outcome, RunEvent, RunId, Stage, TwinId};
 
     /// Every kind of event, as the gateway stores and sends it, fits its schema exactly: no
@@ -204,7 +249,7 @@ mod tests {
     #[test]
     fn every_event_fits_its_schema() {
         let run = RunId::generate();
-        let events = [
+        let samples = [
             RunEvent::Stage {
                 stage: Stage::Applying,
             },
@@ -237,14 +282,14 @@ mod tests {
                 error: None,
             },
         ];
-        for (seq, event) in events.iter().enumerate() {
+        for (seq, event) in samples.iter().enumerate() {
             let message = json!({ "id": seq + 1, "event": event.name(), "data": event.data(&run) });
             let parsed: RunEventMessage = serde_json::from_value(message.clone())
                 .unwrap_or_else(|e| panic!("{} does not fit its schema: {e}", event.name()));
             let back: Value = serde_json::to_value(&parsed).unwrap_or_default();
             assert_eq!(back, message, "{} lost something", event.name());
             assert!(
-                EVENTS.iter().any(|(name, _)| *name == event.name()),
+                events().iter().any(|(name, _, _)| *name == event.name()),
                 "the SSE frames have no {}",
                 event.name()
             );
