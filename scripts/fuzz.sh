@@ -10,15 +10,15 @@
 # names the fuzzer invents make the gateway try deliveries and DNS lookups, which must not
 # leave this machine.
 #
-#   scripts/fuzz.sh                        # about 3 minutes on 2 cores
-#   FUZZ_MAX_EXAMPLES=200 scripts/fuzz.sh  # more cases per operation (default 80)
+#   scripts/fuzz.sh                        # 2-3 minutes on 2 cores
+#   FUZZ_MAX_EXAMPLES=200 scripts/fuzz.sh  # more cases per operation (default 100)
 #   FUZZ_SEED=random scripts/fuzz.sh       # another seed than CI's (it is printed)
 #   scripts/fuzz.sh --report har          # more arguments go to `schemathesis run`
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-max_examples="${FUZZ_MAX_EXAMPLES:-80}"
+max_examples="${FUZZ_MAX_EXAMPLES:-100}"
 # A fixed seed keeps CI repeatable; FUZZ_SEED=random draws one (it is printed).
 seed="${FUZZ_SEED:-14}"
 [[ "$seed" != "random" ]] || seed="$RANDOM"
