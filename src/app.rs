@@ -11,7 +11,8 @@ use tokio::runtime::Handle;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::middleware::{from_fn, Next};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, ErrorHandlers, Next};
 use actix_web::{body::MessageBody, web, App, HttpServer};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
@@ -241,6 +242,10 @@ impl Application {
 
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(
+                    ErrorHandlers::new()
+                        .handler(StatusCode::METHOD_NOT_ALLOWED, error::method_not_allowed),
+                )
                 .wrap(from_fn(record_latency))
                 .wrap(cors(&cors_origins))
                 .wrap(TracingLogger::default())

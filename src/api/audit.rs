@@ -10,11 +10,13 @@ use crate::domain::Principal;
 /// Entries per page unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// The last entry id already read.
     after: Option<i64>,
+    /// 1-1000, default 100.
     limit: Option<usize>,
 }
 
@@ -30,6 +32,20 @@ impl From<AuditError> for ApiError {
 
 /// Oldest first; `after` the last id read pages on (`{"entries", "next_after"}`, the latter
 /// `null` on the last page).
+#[utoipa::path(
+    get,
+    path = "/audit",
+    operation_id = "list_audit",
+    tag = "audit",
+    summary = "The audit log (admins)",
+    description = "Who changed what through the API or the CLI, oldest first; `after` the last id read pages on.",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of entries.", body = super::openapi::AuditPage),
+        (status = 403, description = "Not an admin.", body = super::error::ErrorBody),
+        (status = 422, description = "`limit` outside 1-1000.", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn list(
     log: web::Data<AuditLog>,
     principal: Principal,

@@ -15,7 +15,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{Caller, LoggedOut, Session};
 use crate::auth::{generate_secret, hash_secret, RunGrants};
 use crate::clock;
 use crate::domain::{Principal, RunGrant};
@@ -203,13 +204,29 @@ impl FromRequest for Principal {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"token": "tst_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}))]
 pub struct LoginRequest {
+    /// An API token (`tst_...`) or, with `--jwt-secret`, a JWT.
     token: String,
 }
 
 /// `POST /auth/login`: trades a token for an HttpOnly session cookie (EventSource cannot send
 /// headers, so the browser dashboard uses this).
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    operation_id = "login",
+    tag = "auth",
+    security(()),
+    summary = "Sign in (session cookie)",
+    description = "Trades a token for the HttpOnly `terrastream_session` cookie (SameSite=Strict): EventSource cannot send headers, so browsers use the cookie.",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in.", body = Session, headers(("Set-Cookie" = String, description = "`terrastream_session=...; HttpOnly; SameSite=Strict; Path=/`"))),
+        (status = 401, description = "The token is not valid.", body = ErrorBody),
+    ),
+)]
 pub async fn login(
     auth: web::Data<Authenticator>,
     body: web::Json<LoginRequest>,
@@ -244,6 +261,18 @@ pub async fn login(
 }
 
 /// `POST /auth/logout`: ends the session and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    operation_id = "logout",
+    tag = "auth",
+    security(()),
+    summary = "Sign out",
+    description = "Ends the session of the cookie sent, if any, and clears the cookie.",
+    responses(
+        (status = 200, description = "Signed out.", body = LoggedOut),
+    ),
+)]
 pub async fn logout(
     auth: web::Data<Authenticator>,
     req: HttpRequest,
@@ -260,6 +289,16 @@ pub async fn logout(
 }
 
 /// `GET /auth/whoami`: the caller, for the dashboard to show and to check a session.
+#[utoipa::path(
+    get,
+    path = "/auth/whoami",
+    operation_id = "whoami",
+    tag = "auth",
+    summary = "Who is calling",
+    responses(
+        (status = 200, description = "The caller.", body = Caller),
+    ),
+)]
 pub async fn whoami(principal: Principal) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "owner": principal.owner, "is_admin": principal.is_admin }))
 }

@@ -7,9 +7,10 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::openapi::TwinCosts;
 use super::twins::visible_twin;
 use crate::costs::{self, PriceBook, ResourceUse};
-use crate::domain::{Principal, RunId};
+use crate::domain::{Principal, RunId, TwinId};
 use crate::runs::Supervisor;
 use crate::state::StateService;
 use crate::store::run_blocking;
@@ -53,6 +54,18 @@ pub(super) async fn plan_cost(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/twins/{id}/costs",
+    operation_id = "twin_costs",
+    tag = "costs",
+    summary = "A twin's monthly cost estimate",
+    description = "From its plan preview while that still applies, else from its current state, with the price book (docs/costs.md).",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "The estimate.", body = TwinCosts),
+    ),
+)]
 pub async fn twin_costs(
     supervisor: web::Data<Supervisor>,
     state: web::Data<StateService>,

@@ -8,17 +8,30 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{CredentialView, Deleted};
 use crate::domain::{Credential, CredentialEnv, CredentialId, CredentialName, Principal, Provider};
 use crate::vault::{parse_expiry, CredentialChange, CredentialInput, Vault, VaultError};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "aws dev",
+    "provider": "aws",
+    "env": {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example-secret"},
+    "expires_at": "2027-01-31T00:00:00Z"
+}))]
 pub struct CreateCredentialRequest {
+    /// 1-100 characters.
     name: String,
+    #[schema(value_type = Provider)]
     provider: String,
+    /// 1-100 variables, names `[A-Za-z_][A-Za-z0-9_]*`, values strings (no NUL, at most
+    /// 64 KiB); the names the gateway sets for every run are refused.
     env: BTreeMap<String, String>,
+    /// An RFC 3339 time; a run of a twin naming an expired credential is refused.
     expires_at: Option<String>,
+    /// A one-time credential: deleted when the first deploy or destroy using it ends.
     #[serde(default)]
     delete_after_run: bool,
 }
@@ -28,19 +41,25 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<S
     Option::<String>::deserialize(deserializer).map(Some)
 }
 
-#[derive(Deserialize)]
+/// Any of the fields; `env` replaces all the variables.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCredentialRequest {
     name: Option<String>,
+    #[schema(value_type = Option<Provider>)]
     provider: Option<String>,
     env: Option<BTreeMap<String, String>>,
+    /// `null` clears the expiry; left out, it is kept.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     expires_at: Option<Option<String>>,
     delete_after_run: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// Detach it from the live twins that name it instead of refusing (409).
     #[serde(default)]
     force: bool,
 }
@@ -74,6 +93,19 @@ where
         .map_err(ApiError::from)
 }
 
+#[utoipa::path(
+    post,
+    path = "/credentials",
+    operation_id = "create_credential",
+    tag = "credentials",
+    summary = "Store a credential",
+    description = "A named set of environment variables the runs of the twins naming it get. Values go in and never come out.",
+    request_body = CreateCredentialRequest,
+    responses(
+        (status = 201, description = "The credential, without its values.", body = CredentialView, headers(("Location" = String, description = "`/credentials/{id}`"))),
+        (status = 422, description = "A bad name, provider, variable name or value, or expiry.", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     vault: web::Data<Vault>,
     principal: Principal,
@@ -94,11 +126,33 @@ pub async fn create(
         .json(view(&credential)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/credentials",
+    operation_id = "list_credentials",
+    tag = "credentials",
+    summary = "List credentials",
+    description = "The caller's (an admin's: everyone's), oldest first.",
+    responses(
+        (status = 200, description = "The credentials.", body = Vec<CredentialView>),
+    ),
+)]
 pub async fn list(vault: web::Data<Vault>, principal: Principal) -> Result<HttpResponse, ApiError> {
     let credentials = blocking(vault, move |v| v.list_credentials(&principal)).await?;
     Ok(HttpResponse::Ok().json(credentials.iter().map(view).collect::<Vec<_>>()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/credentials/{id}",
+    operation_id = "get_credential",
+    tag = "credentials",
+    summary = "Get a credential",
+    params(("id" = CredentialId, Path, description = "The credential's id.")),
+    responses(
+        (status = 200, description = "The credential, without its values.", body = CredentialView),
+    ),
+)]
 pub async fn get(
     vault: web::Data<Vault>,
     principal: Principal,
@@ -109,6 +163,19 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view(&credential)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/credentials/{id}",
+    operation_id = "update_credential",
+    tag = "credentials",
+    summary = "Change a credential",
+    params(("id" = CredentialId, Path, description = "The credential's id.")),
+    request_body = UpdateCredentialRequest,
+    responses(
+        (status = 200, description = "The changed credential.", body = CredentialView),
+        (status = 422, description = "A bad name, provider, variable name or value, or expiry.", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     vault: web::Data<Vault>,
     principal: Principal,
@@ -139,6 +206,18 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(view(&credential)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/credentials/{id}",
+    operation_id = "delete_credential",
+    tag = "credentials",
+    summary = "Delete a credential",
+    params(("id" = CredentialId, Path, description = "The credential's id."), DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted.", body = Deleted),
+        (status = 409, description = "`credential_in_use`: live twins name it (unless `force`).", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     vault: web::Data<Vault>,
     principal: Principal,

@@ -5,7 +5,7 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 
 /// Nothing inline, nothing from elsewhere: scripts, styles, images and fetches from this
 /// origin only (EventSource and fetch are `connect-src`).
@@ -137,11 +137,49 @@ fn serve(asset: &Asset) -> HttpResponse {
 }
 
 /// `GET /`: the dashboard's page; it signs in and reads everything else through the API.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "dashboard",
+    tag = "dashboard",
+    summary = "The browser dashboard",
+    security(()),
+    responses(
+        (status = 200, description = "Its page.", body = String, content_type = "text/html"),
+    ),
+)]
 pub async fn index() -> HttpResponse {
     serve(&INDEX)
 }
 
+/// The name of a file of the dashboard: one of [`ASSETS`].
+pub struct DashboardFile;
+
+impl utoipa::PartialSchema for DashboardFile {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ASSETS.iter().map(|asset| asset.name)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DashboardFile {}
+
 /// `GET /ui/{file}`: the dashboard's scripts, styles and icon.
+#[utoipa::path(
+    get,
+    path = "/ui/{file}",
+    operation_id = "dashboard_file",
+    tag = "dashboard",
+    summary = "A file of the dashboard",
+    params(("file" = inline(DashboardFile), Path, description = "A script, style sheet or icon of the dashboard.")),
+    security(()),
+    responses(
+        (status = 200, description = "The file.", content(("text/javascript"), ("text/css"), ("image/svg+xml"))),
+        (status = 404, description = "No such file.", body = ErrorBody),
+    ),
+)]
 pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     ASSETS
         .iter()

@@ -3,7 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::domain::{DeploymentStatus, IdError, Refusal, RunId, ValidationError};
 use crate::store::StoreError;
@@ -88,6 +88,24 @@ impl From<crate::webhooks::WebhookError> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A sentence for people.
+    detail: String,
+    /// A stable code for programs: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `payload_too_large`, `unprocessable`, `unavailable`, `internal`, or for a 409 what
+    /// it conflicts with (`invalid_transition`, `twin_locked`, `state_locked`, ...).
+    #[schema(value_type = String, example = "not_found")]
+    code: &'static str,
+    /// For a conflict with a twin's state: the twin's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment_status: Option<DeploymentStatus>,
+    /// For a conflict with a run's lock: that run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_job_id: Option<RunId>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -103,6 +121,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Conflict(Conflict),
+    /// The route exists, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -121,6 +142,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Conflict(conflict) => conflict.code,
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Internal(_) => "internal",
@@ -152,6 +174,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -159,15 +182,17 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut body = json!({ "detail": self.detail(), "code": self.code() });
-        if let ApiError::Conflict(conflict) = self {
-            if let Some(status) = conflict.status {
-                body["deployment_status"] = json!(status);
-            }
-            if let Some(run) = &conflict.active_job_id {
-                body["active_job_id"] = json!(run);
-            }
-        }
+        let detail = self.detail();
+        let (deployment_status, active_job_id) = match self {
+            ApiError::Conflict(conflict) => (conflict.status, conflict.active_job_id.clone()),
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            detail,
+            code: self.code(),
+            deployment_status,
+            active_job_id,
+        };
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized(_)) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
@@ -227,6 +252,33 @@ pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) ->
 
 pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::NotFound(format!("bad path: {err}")).into()
+}
+
+/// A route asked with a method it does not take: actix answers an empty 405 with `Allow`;
+/// this gives it the JSON every error has, keeping the status and `Allow`.
+pub fn method_not_allowed<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    let (req, res) = res.into_parts();
+    let allow = res.headers().get(actix_web::http::header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let error = ApiError::MethodNotAllowed(format!(
+        "{} {} is not a route; this path takes {allowed}",
+        req.method(),
+        req.path()
+    ));
+    let mut json = error.error_response();
+    if let Some(allow) = allow {
+        json.headers_mut()
+            .insert(actix_web::http::header::ALLOW, allow);
+    }
+    Ok(actix_web::middleware::ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, json).map_into_right_body(),
+    ))
 }
 
 /// Routes that do not exist, as JSON.

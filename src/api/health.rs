@@ -4,11 +4,24 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::openapi::{Health, Readiness};
 use crate::metrics::Metrics;
 use crate::runs::Supervisor;
 use crate::store::{run_blocking, Store};
 
 /// `GET /healthz`: the process answers and its database is reachable.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "health",
+    summary = "Liveness",
+    description = "The process answers and its database is reachable.",
+    security(()),
+    responses(
+        (status = 200, description = "Alive.", body = Health),
+    ),
+)]
 pub async fn healthz(store: web::Data<dyn Store>) -> Result<HttpResponse, ApiError> {
     run_blocking(&store.into_inner(), |s| s.ping()).await?;
     Ok(HttpResponse::Ok().json(json!({ "status": "ok" })))
@@ -16,6 +29,19 @@ pub async fn healthz(store: web::Data<dyn Store>) -> Result<HttpResponse, ApiErr
 
 /// `GET /readyz`: ready to take runs: the database answers, the event writer is storing,
 /// and the gateway is not shutting down. 503 with the reasons otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "health",
+    summary = "Readiness",
+    description = "Ready to take runs: the database answers, the event writer is storing, the runs a previous start left are taken over, and the gateway is not shutting down.",
+    security(()),
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Not ready, and why.", body = Readiness),
+    ),
+)]
 pub async fn readyz(
     store: web::Data<dyn Store>,
     supervisor: web::Data<Supervisor>,
@@ -44,6 +70,17 @@ pub async fn readyz(
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "health",
+    summary = "Prometheus metrics",
+    security(()),
+    responses(
+        (status = 200, description = "The metrics in Prometheus' text format.", body = String, content_type = "text/plain"),
+    ),
+)]
 pub async fn metrics(
     metrics: web::Data<Metrics>,
     supervisor: web::Data<Supervisor>,

@@ -7,6 +7,7 @@ mod credentials;
 mod dashboard;
 pub mod error;
 mod health;
+mod openapi;
 mod providers;
 mod runs;
 pub mod sse;
@@ -45,6 +46,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/openapi.json", web::get().to(openapi::document))
         .service(
             web::scope("/auth")
                 .route("/login", web::post().to(auth::login))

@@ -4,17 +4,19 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{LogsPage, RunCancelling, RunEventFrame};
 use super::sse;
 use super::twins::visible_twin;
 use crate::config::Settings;
-use crate::domain::{LogLevel, Principal, ReplicaId, Run, RunId, RunKind, RunStatus};
+use crate::domain::{LogLevel, Principal, ReplicaId, Run, RunId, RunKind, RunStatus, TwinId};
 use crate::runs::{Cancelling, RunError, Supervisor};
 use crate::store::run_blocking;
 use crate::twins::Twins;
 
 /// A run as the contract shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Run)]
 pub struct RunView {
     job_id: RunId,
     twin_id: String,
@@ -23,6 +25,7 @@ pub struct RunView {
     progress: u8,
     stage: Option<crate::domain::Stage>,
     stage_label: Option<&'static str>,
+    #[schema(value_type = super::openapi::RunResultView)]
     result: serde_json::Value,
     start_time: Option<String>,
     end_time: Option<String>,
@@ -84,11 +87,12 @@ impl From<RunError> for ApiError {
 }
 
 /// The optional body of a deploy, destroy or plan.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRunRequest {
     /// A debug run: terraform gets `TF_LOG` (`log_level`, else DEBUG).
     debug: Option<bool>,
+    #[schema(value_type = Option<LogLevel>)]
     log_level: Option<String>,
 }
 
@@ -146,6 +150,19 @@ pub async fn start_run(
 }
 
 /// `POST /twins/{id}/validate`: `{"valid", "errors", "warnings"}` from `terraform validate`.
+#[utoipa::path(
+    post,
+    path = "/twins/{id}/validate",
+    operation_id = "validate_twin",
+    tag = "runs",
+    summary = "Validate a twin's configuration",
+    description = "Runs `terraform validate` (a syntax error is reported from `init`, with its location); no run, no lock.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "Whether it is valid, and terraform's diagnostics.", body = crate::runs::validate::Validation),
+        (status = 503, description = "terraform cannot run, or the gateway is shutting down.", body = ErrorBody),
+    ),
+)]
 pub async fn validate(
     supervisor: web::Data<Supervisor>,
     principal: Principal,
@@ -205,6 +222,19 @@ async fn start(
         })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/twins/{id}/cancel",
+    operation_id = "cancel_twin_run",
+    tag = "runs",
+    summary = "Cancel a twin's active run",
+    description = "terraform gets one SIGINT (it finishes operations in flight and saves the state), then, after the grace period, everything left of the run is killed. A run still waiting for a slot ends at once.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 202, description = "The cancel is under way.", body = RunCancelling),
+        (status = 409, description = "`no_active_run`.", body = ErrorBody),
+    ),
+)]
 pub async fn cancel(
     supervisor: web::Data<Supervisor>,
     principal: Principal,
@@ -231,6 +261,19 @@ pub async fn cancel(
 
 /// `POST /runs/{id}/cancel`: stops any active run, including a plan preview or drift check
 /// (which hold no twin lock, so the twin's cancel cannot name them).
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/cancel",
+    operation_id = "cancel_run",
+    tag = "runs",
+    summary = "Cancel a run",
+    description = "Any active run, also a plan preview or drift check (which hold no twin lock), through any replica.",
+    params(("id" = RunId, Path, description = "The run's id (`job_id`).")),
+    responses(
+        (status = 202, description = "The cancel is under way.", body = RunCancelling),
+        (status = 409, description = "`no_active_run`: the run has ended.", body = ErrorBody),
+    ),
+)]
 pub async fn cancel_run(
     supervisor: web::Data<Supervisor>,
     principal: Principal,
@@ -281,6 +324,18 @@ async fn visible_run(twins: &Twins, principal: &Principal, raw_id: &str) -> Resu
 }
 
 /// `GET /runs/{id}`; a plan preview's result also shows its monthly cost and the change.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}",
+    operation_id = "get_run",
+    tag = "runs",
+    summary = "Get a run",
+    description = "A plan preview's `result` also shows its monthly `cost` and the change it makes.",
+    params(("id" = RunId, Path, description = "The run's id (`job_id`).")),
+    responses(
+        (status = 200, description = "The run.", body = RunView),
+    ),
+)]
 pub async fn get(
     supervisor: web::Data<Supervisor>,
     state: web::Data<crate::state::StateService>,
@@ -309,6 +364,19 @@ pub async fn get(
 }
 
 /// `GET /twins/{id}/runs`: every run, or with `limit` (and `before`) one page of them.
+#[utoipa::path(
+    get,
+    path = "/twins/{id}/runs",
+    operation_id = "list_twin_runs",
+    tag = "runs",
+    summary = "A twin's runs",
+    description = "Newest first: every run, or with `limit` (and `before`) one page of them.",
+    params(("id" = TwinId, Path, description = "The twin's id."), PageQuery),
+    responses(
+        (status = 200, description = "Runs, newest first.", body = Vec<RunView>, headers(("X-Next-Before" = String, description = "The `before` of the next (older) page, when there is one."))),
+        (status = 422, description = "`before` names a run that is not one of the twin's.", body = ErrorBody),
+    ),
+)]
 pub async fn list_for_twin(
     supervisor: web::Data<Supervisor>,
     principal: Principal,
@@ -359,8 +427,12 @@ pub(super) async fn run_position(
     .await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
+    /// Resume after this event (the Flutter client's cursor); `Last-Event-ID` wins when both
+    /// are sent.
+    #[param(value_type = Option<u64>)]
     last_event_id: Option<String>,
 }
 
@@ -382,6 +454,20 @@ pub(super) fn cursor(req: &HttpRequest, query: &EventsQuery) -> Result<u64, ApiE
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/events",
+    operation_id = "run_events",
+    tag = "runs",
+    summary = "A run's event stream (SSE)",
+    description = "Replays the run's events from the start, or after the cursor, then follows live, and ends after `done`. Each SSE frame is one event (`RunEventFrame`): its sequence number on the `id:` line, its name on the `event:` line and its data as one line of JSON on the `data:` line; `retry: 2000` comes first and a `: keep-alive` comment every 15 s.",
+    params(("id" = RunId, Path, description = "The run's id (`job_id`)."), EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "The cursor browsers send on reconnect; wins over `last_event_id`.")),
+    responses(
+        (status = 200, description = "The event stream.", body = RunEventFrame, content_type = "text/event-stream"),
+        (status = 204, description = "The cursor is at the last event of a finished run: nothing more will come (EventSource stops reconnecting)."),
+        (status = 422, description = "The cursor is beyond the run's last event.", body = ErrorBody),
+    ),
+)]
 pub async fn events(
     req: HttpRequest,
     supervisor: web::Data<Supervisor>,
@@ -408,15 +494,32 @@ pub async fn events(
     Ok(sse::event_stream(subscription, settings.keep_alive, &req))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// The events after this one; 0 (the default) is from the start.
     #[serde(default)]
     after_event_id: u64,
+    /// 1-1000 (default 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 const MAX_PAGE: usize = 1000;
 
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/logs",
+    operation_id = "run_logs",
+    tag = "runs",
+    summary = "A page of a run's stored events",
+    description = "For clients that catch up before they subscribe.",
+    params(("id" = RunId, Path, description = "The run's id (`job_id`)."), LogsQuery),
+    responses(
+        (status = 200, description = "The events after `after_event_id`.", body = LogsPage),
+        (status = 422, description = "`limit` out of range, or `after_event_id` beyond the run's last event.", body = ErrorBody),
+    ),
+)]
 pub async fn logs(
     supervisor: web::Data<Supervisor>,
     principal: Principal,
@@ -474,16 +577,29 @@ pub const DEFAULT_RUNS_PAGE: usize = 50;
 const MAX_RUNS_PAGE: usize = 200;
 
 /// `?limit=N&before=<cursor>` on a twin's runs or history.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// A page of at most this many (1-200); without `limit` or `before`, the whole list.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
+    /// The `X-Next-Before` of the previous page: entries older than it.
     pub before: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
+    /// Keep these statuses, comma-separated (`pending,processing`); every status when left out.
+    #[param(
+        pattern = "^((pending|processing|completed|failed|cancelled)(,(pending|processing|completed|failed|cancelled))*)?$"
+    )]
     status: Option<String>,
+    /// 1-200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
+    /// The `X-Next-Before` of the previous page: runs older than it.
+    #[param(value_type = Option<RunId>)]
     before: Option<String>,
 }
 
@@ -548,6 +664,19 @@ fn runs_page(views: Vec<RunView>, limit: usize, next: Option<String>) -> HttpRes
 }
 
 /// `GET /runs`: every run the caller may see, across twins, newest first, in pages.
+#[utoipa::path(
+    get,
+    path = "/runs",
+    operation_id = "list_runs",
+    tag = "runs",
+    summary = "List runs",
+    description = "Every run the caller may see (an admin: all), across twins, newest first, each with `twin_name`; in pages.",
+    params(RunsQuery),
+    responses(
+        (status = 200, description = "Runs, newest first.", body = Vec<RunView>, headers(("X-Next-Before" = String, description = "The `before` of the next (older) page, when there is one."))),
+        (status = 422, description = "`before` names a run that is not one of the caller's.", body = ErrorBody),
+    ),
+)]
 pub async fn list_visible(
     supervisor: web::Data<Supervisor>,
     principal: Principal,

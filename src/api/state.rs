@@ -7,10 +7,13 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
-use super::error::Conflict;
+use super::error::{ApiError, Conflict, ErrorBody};
+use super::openapi::{
+    InfrastructureStatus, LockInfo, Outputs, Refreshed, RestoredState, StateVersionView, StateView,
+    Unlocked,
+};
 use super::twins::visible_twin;
-use crate::domain::{DeploymentStatus, Principal, Run, RunGrant, RunKind, Twin};
+use crate::domain::{DeploymentStatus, Principal, Run, RunGrant, RunKind, Twin, TwinId};
 use crate::runs::Supervisor;
 use crate::state::{mask_outputs, mask_state, Pushed, StateError, StateService, Writer};
 use crate::store::StateVersion;
@@ -97,6 +100,20 @@ fn writer(principal: &Principal, grant: Option<&RunGrant>) -> Writer {
 }
 
 /// `GET /twins/{id}/tfstate`: the current state, plain, for terraform.
+#[utoipa::path(
+    get,
+    path = "/twins/{id}/tfstate",
+    operation_id = "backend_get_state",
+    tag = "state-backend",
+    summary = "Read the state (terraform's http backend)",
+    description = "The current state as terraform wrote it, secrets included. The backend's lock is taken and released with the methods LOCK and UNLOCK on `/twins/{id}/tfstate/lock`, which OpenAPI 3.1 cannot describe (it has no custom methods); docs/state-backend.md does.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    security(("basic" = []), ("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The state.", body = serde_json::Value),
+        (status = 404, description = "No such twin, or it has no state yet.", body = ErrorBody),
+    ),
+)]
 pub async fn backend_get(
     supervisor: web::Data<Supervisor>,
     state: web::Data<StateService>,
@@ -118,14 +135,33 @@ pub async fn backend_get(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PushQuery {
+    /// The id of the lock the writer holds, as terraform sends it.
     #[serde(rename = "ID")]
     id: Option<String>,
 }
 
 /// `POST /twins/{id}/tfstate?ID=<lock id>`: terraform writes a state; each accepted write is
 /// a new version.
+#[utoipa::path(
+    post,
+    path = "/twins/{id}/tfstate",
+    operation_id = "backend_post_state",
+    tag = "state-backend",
+    summary = "Write the state (terraform's http backend)",
+    description = "Each accepted write is a new version; an identical re-post changes nothing.",
+    params(("id" = TwinId, Path, description = "The twin's id."), PushQuery),
+    security(("basic" = []), ("bearer" = []), ("session" = [])),
+    request_body(content = serde_json::Value, description = "A terraform state (version 4).", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored (or unchanged)."),
+        (status = 400, description = "Not a terraform state.", body = ErrorBody),
+        (status = 409, description = "`state_conflict`: a lineage change, an older serial or a different state under the same serial; or the twin is deleted.", body = ErrorBody),
+        (status = 423, description = "Someone else holds the state lock: its LockInfo.", body = LockInfo),
+    ),
+)]
 pub async fn backend_post(
     req: HttpRequest,
     supervisor: web::Data<Supervisor>,
@@ -203,6 +239,21 @@ pub async fn backend_unlock(
 
 /// `DELETE /twins/{id}/tfstate`: admins only, and only for a state that holds no resources;
 /// starts the twin over with an empty state (earlier versions are kept).
+#[utoipa::path(
+    delete,
+    path = "/twins/{id}/tfstate",
+    operation_id = "backend_delete_state",
+    tag = "state-backend",
+    summary = "Start the state over (admins)",
+    description = "An empty state as a new version; earlier versions are kept.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    security(("basic" = []), ("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The state is empty."),
+        (status = 403, description = "Not an admin, or a run's credential.", body = ErrorBody),
+        (status = 409, description = "`state_conflict`: the state holds resources; `state_locked`.", body = ErrorBody),
+    ),
+)]
 pub async fn backend_delete(
     req: HttpRequest,
     supervisor: web::Data<Supervisor>,
@@ -236,6 +287,18 @@ fn version_view(v: &StateVersion) -> serde_json::Value {
 }
 
 /// `GET /twins/{id}/state`: the current state with sensitive values masked.
+#[utoipa::path(
+    get,
+    path = "/twins/{id}/state",
+    operation_id = "twin_state",
+    tag = "state",
+    summary = "The current state, masked",
+    description = "Sensitive outputs and attributes masked, and every value of the twin's sensitive variables and credentials.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "The state and its version's metadata.", body = StateView),
+    ),
+)]
 pub async fn state_view(
     supervisor: web::Data<Supervisor>,
     state: web::Data<StateService>,
@@ -261,6 +324,18 @@ pub async fn state_view(
 }
 
 /// `GET /twins/{id}/outputs`: the outputs in the current state, sensitive values masked.
+#[utoipa::path(
+    get,
+    path = "/twins/{id}/outputs",
+    operation_id = "twin_outputs",
+    tag = "state",
+    summary = "The outputs of the current state",
+    description = "Sensitive values masked.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "The outputs by name.", body = Outputs),
+    ),
+)]
 pub async fn outputs(
     supervisor: web::Data<Supervisor>,
     state: web::Data<StateService>,
@@ -284,6 +359,18 @@ pub async fn outputs(
     Ok(HttpResponse::Ok().json(json!({ "twin_id": twin.id, "outputs": outputs })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/twins/{id}/state/versions",
+    operation_id = "state_versions",
+    tag = "state",
+    summary = "Every state version",
+    description = "Metadata only, newest first.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "The versions, newest first.", body = Vec<StateVersionView>),
+    ),
+)]
 pub async fn versions(
     supervisor: web::Data<Supervisor>,
     state: web::Data<StateService>,
@@ -296,6 +383,18 @@ pub async fn versions(
 }
 
 /// `GET /twins/{id}/state/versions/{n}`: that version as terraform wrote it (a download).
+#[utoipa::path(
+    get,
+    path = "/twins/{id}/state/versions/{version}",
+    operation_id = "download_state_version",
+    tag = "state",
+    summary = "Download a state version",
+    description = "As terraform wrote it, secrets included, like the backend's GET.",
+    params(("id" = TwinId, Path, description = "The twin's id."), ("version" = i64, Path, description = "The version number: 1, 2, 3 ... per twin.")),
+    responses(
+        (status = 200, description = "The state.", body = serde_json::Value, headers(("Content-Disposition" = String, description = "`attachment; filename=\"<twin id>-v<n>.tfstate\"`"))),
+    ),
+)]
 pub async fn version_download(
     supervisor: web::Data<Supervisor>,
     state: web::Data<StateService>,
@@ -318,6 +417,19 @@ pub async fn version_download(
 /// `POST /twins/{id}/state/versions/{n}/restore`: version `n`'s content becomes the current
 /// state as a new version (a serial above the current one, the current lineage), with a
 /// history row. 409 while a run locks the twin or terraform holds the state lock.
+#[utoipa::path(
+    post,
+    path = "/twins/{id}/state/versions/{version}/restore",
+    operation_id = "restore_state_version",
+    tag = "state",
+    summary = "Roll the state back to a version",
+    description = "Version `n`'s content becomes the current state as a new version, with a serial above the current one and the current lineage; the twin's outputs follow; a `state_restored` history row.",
+    params(("id" = TwinId, Path, description = "The twin's id."), ("version" = i64, Path, description = "The version number: 1, 2, 3 ... per twin.")),
+    responses(
+        (status = 200, description = "The new current version.", body = RestoredState),
+        (status = 409, description = "`twin_locked` while a run locks the twin, `state_locked` while terraform holds the state lock, `twin_deleted`.", body = ErrorBody),
+    ),
+)]
 pub async fn restore_version(
     supervisor: web::Data<Supervisor>,
     state: web::Data<StateService>,
@@ -338,6 +450,19 @@ pub async fn restore_version(
 }
 
 /// `POST /twins/{id}/state/unlock`: an admin releases a stuck state lock.
+#[utoipa::path(
+    post,
+    path = "/twins/{id}/state/unlock",
+    operation_id = "force_unlock_state",
+    tag = "state",
+    summary = "Release a stuck state lock (admins)",
+    description = "Recorded in the twin's history.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "Whether a lock was held.", body = Unlocked),
+        (status = 403, description = "Not an admin.", body = ErrorBody),
+    ),
+)]
 pub async fn force_unlock(
     supervisor: web::Data<Supervisor>,
     state: web::Data<StateService>,
@@ -420,6 +545,18 @@ async fn status_of(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/twins/{id}/infrastructure-status",
+    operation_id = "infrastructure_status",
+    tag = "state",
+    summary = "A twin's infrastructure status",
+    description = "From the store alone: no terraform is spawned.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "The status.", body = InfrastructureStatus),
+    ),
+)]
 pub async fn infrastructure(
     supervisor: web::Data<Supervisor>,
     principal: Principal,
@@ -433,6 +570,20 @@ pub async fn infrastructure(
 /// `POST /twins/{id}/refresh`: brings the twin's status in line with its stored state, clears
 /// a lock whose run is no longer alive, and, for a deployed twin, starts a drift check (a
 /// streamed run whose findings show in infrastructure-status); says what it changed and why.
+#[utoipa::path(
+    post,
+    path = "/twins/{id}/refresh",
+    operation_id = "refresh_twin",
+    tag = "state",
+    summary = "Reconcile a twin, and check a deployed one for drift",
+    description = "Clears the lock of a run that is no longer alive, brings the status in line with the stored state (each change a `reconciled` history row), and for a deployed twin starts a drift check whose findings then show in infrastructure-status.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "What changed, and the drift check started.", body = Refreshed),
+        (status = 409, description = "The twin is deleted, or the reconciliation conflicts with its state.", body = ErrorBody),
+        (status = 503, description = "The gateway is shutting down.", body = ErrorBody),
+    ),
+)]
 pub async fn refresh(
     supervisor: web::Data<Supervisor>,
     principal: Principal,

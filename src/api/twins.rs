@@ -6,11 +6,12 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{BulkDeleted, DeletedTwin, PurgedTwin};
 use crate::catalog::{template_files, ProviderCatalog};
 use crate::domain::{
-    CredentialId, DeploymentStatus, FilePath, LockChange, Principal, Provider, StatusMove, Twin,
-    TwinFiles, TwinName, ValidationError, VariableInput,
+    CredentialId, DeploymentStatus, FilePath, HistoryEntry, LockChange, Principal, Provider,
+    StatusMove, Twin, TwinFiles, TwinId, TwinName, ValidationError, VariableInput,
 };
 use crate::runs::Supervisor;
 use crate::store::run_blocking;
@@ -20,58 +21,94 @@ use crate::twins::{NewTwinInput, TwinEdit, Twins};
 type VariableInputs = BTreeMap<String, VariableInput>;
 
 /// Request bodies hold raw strings: a well-formed body with a bad value is a 422 that names the
-/// value, not a 400 about JSON.
-#[derive(Deserialize)]
+/// value, not a 400 about JSON. Their schemas say what is valid.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(
+    description = "A new twin: its files, or a provider whose bundled template it starts from (one of the two is required).",
+    example = json!({
+        "name": "plant-7",
+        "provider": "sandbox",
+        "files": {"main.tf": "resource \"terraform_data\" \"probe\" {\n  input = var.line\n}\n\nvariable \"line\" {\n  type = string\n}\n"},
+        "variables": {"line": "packaging"}
+    })
+)]
 pub struct CreateTwinRequest {
+    /// 1-100 characters (trimmed, no control characters), unique among the owner's live twins.
     name: String,
+    /// `sandbox` when left out.
+    #[schema(value_type = Option<Provider>)]
     provider: Option<String>,
-    /// Without files, a named provider's bundled template is the configuration.
+    /// Relative paths to contents; at least one `*.tf` or `*.tf.json`. Without files, the
+    /// named provider's bundled template is the configuration.
     files: Option<BTreeMap<String, String>>,
+    /// Terraform variables by name: any JSON value, or `{"value": ..., "sensitive": true}`.
     #[serde(default)]
     variables: Option<serde_json::Map<String, serde_json::Value>>,
     /// A region and a size of the provider catalog, kept as the variables `region` and `size`.
     region: Option<String>,
     size: Option<String>,
-    /// The owner's credentials the twin's runs get.
+    /// The owner's credentials the twin's runs get, in order.
+    #[schema(value_type = Option<Vec<CredentialId>>)]
     credential_ids: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+/// Any of the fields; `variables` and `credential_ids` replace what the twin has.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTwinRequest {
     name: Option<String>,
     files: Option<BTreeMap<String, String>>,
+    /// A sensitive variable sent back as `"********"` keeps its stored value.
     variables: Option<serde_json::Map<String, serde_json::Value>>,
+    #[schema(value_type = Option<Vec<CredentialId>>)]
     credential_ids: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+/// The twins to soft-delete, 1 to 100 ids.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkDeleteRequest {
+    #[schema(value_type = Vec<TwinId>)]
     ids: Vec<String>,
 }
 
 /// The most ids one bulk delete takes.
 pub const MAX_BULK_DELETE: usize = 100;
 
-#[derive(Deserialize)]
+/// What `DELETE /twins/{id}` answers: a soft delete's answer, or a purge's.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Describes the answer; the handler builds it.
+enum DeleteAnswer {
+    Deleted(DeletedTwin),
+    Purged(PurgedTwin),
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Removes a soft-deleted twin for good (admins).
     #[serde(default)]
     purge: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Also list soft-deleted twins (admins only).
     #[serde(default)]
     include_deleted: bool,
 }
 
-#[derive(Deserialize)]
+/// A status move without a run.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"status": "deployed", "reason": "keep the resources after a failed destroy"}))]
 pub struct StatusRequest {
+    #[schema(value_type = DeploymentStatus)]
     status: String,
+    /// Recorded in the history; "set by hand" when left out.
     reason: Option<String>,
 }
 
@@ -182,6 +219,21 @@ fn configuration(
     template_files(provider).map_err(ApiError::internal)
 }
 
+#[utoipa::path(
+    post,
+    path = "/twins",
+    operation_id = "create_twin",
+    tag = "twins",
+    summary = "Create a twin",
+    description = "Its configuration is `files`, or the bundled template of `provider` placed in a `region` and `size` of the provider catalog.",
+    request_body = CreateTwinRequest,
+    responses(
+        (status = 201, description = "The twin, in `draft`.", body = Twin, headers(("Location" = String, description = "`/twins/{id}`"))),
+        (status = 404, description = "A credential id that is not the caller's.", body = ErrorBody),
+        (status = 409, description = "`name_taken`: the owner has a live twin of that name.", body = ErrorBody),
+        (status = 422, description = "A bad name, provider, file path, variable name, region or size.", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     twins: web::Data<Twins>,
     catalog: web::Data<ProviderCatalog>,
@@ -225,6 +277,19 @@ pub async fn create(
         .json(twin))
 }
 
+#[utoipa::path(
+    get,
+    path = "/twins",
+    operation_id = "list_twins",
+    tag = "twins",
+    summary = "List twins",
+    description = "The caller's twins (an admin's: every twin), oldest first.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The twins, oldest first.", body = Vec<Twin>),
+        (status = 403, description = "`include_deleted` from someone who is not an admin.", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     twins: web::Data<Twins>,
     principal: Principal,
@@ -239,6 +304,18 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(listed))
 }
 
+#[utoipa::path(
+    get,
+    path = "/twins/{id}",
+    operation_id = "get_twin",
+    tag = "twins",
+    summary = "Get a twin",
+    description = "Also a soft-deleted one, so that it can be restored.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "The twin.", body = Twin),
+    ),
+)]
 pub async fn get(
     twins: web::Data<Twins>,
     principal: Principal,
@@ -248,6 +325,21 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(twin))
 }
 
+#[utoipa::path(
+    put,
+    path = "/twins/{id}",
+    operation_id = "update_twin",
+    tag = "twins",
+    summary = "Change a twin",
+    description = "Any of its name, files, variables and credentials.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    request_body = UpdateTwinRequest,
+    responses(
+        (status = 200, description = "The changed twin.", body = Twin),
+        (status = 409, description = "The twin is locked by a run (`twin_locked`) or deleted (`twin_deleted`), or the name is taken (`name_taken`).", body = ErrorBody),
+        (status = 422, description = "Nothing to change, or a bad name, file path or variable name.", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     twins: web::Data<Twins>,
     principal: Principal,
@@ -273,6 +365,20 @@ pub async fn update(
 
 /// `DELETE /twins/{id}`: a soft delete; with `?purge=true` (admins), the removal for good of
 /// a twin already soft-deleted, with its runs, events, state versions and files.
+#[utoipa::path(
+    delete,
+    path = "/twins/{id}",
+    operation_id = "delete_twin",
+    tag = "twins",
+    summary = "Delete a twin (soft), or purge a deleted one",
+    description = "Only a `draft` twin that no run locks; `POST /twins/{id}/restore` undoes it. With `purge=true` (admins): removes a soft-deleted, unlocked twin with no working run and no resource in its state for good, with its runs, events, state versions, history and files.",
+    params(("id" = TwinId, Path, description = "The twin's id."), DeleteQuery),
+    responses(
+        (status = 200, description = "Deleted, or with `purge=true` purged.", body = inline(DeleteAnswer)),
+        (status = 403, description = "`purge=true` by an owner.", body = ErrorBody),
+        (status = 409, description = "Already deleted (`already_deleted`), locked (`twin_locked`), or not in `draft` (`resources_deployed`: destroy first); a purge: `not_deleted`, `twin_locked`, `run_working`, `resources_in_state`.", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     twins: web::Data<Twins>,
     supervisor: web::Data<Supervisor>,
@@ -304,6 +410,19 @@ pub async fn delete(
 
 /// `POST /twins/bulk-delete`: each id soft-deleted by the rules of `DELETE /twins/{id}`, with
 /// the status and detail that call would have answered; 200 however many were deleted.
+#[utoipa::path(
+    post,
+    path = "/twins/bulk-delete",
+    operation_id = "bulk_delete_twins",
+    tag = "twins",
+    summary = "Soft-delete several twins",
+    description = "Each id by the rules of `DELETE /twins/{id}`, in order, with the status (200, 404, 409) and error that call would answer.",
+    request_body = BulkDeleteRequest,
+    responses(
+        (status = 200, description = "One result per id.", body = BulkDeleted),
+        (status = 422, description = "No ids, or more than 100.", body = ErrorBody),
+    ),
+)]
 pub async fn bulk_delete(
     twins: web::Data<Twins>,
     principal: Principal,
@@ -337,6 +456,18 @@ pub async fn bulk_delete(
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/twins/{id}/restore",
+    operation_id = "restore_twin",
+    tag = "twins",
+    summary = "Restore a deleted twin",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    responses(
+        (status = 200, description = "The twin, live again.", body = Twin),
+        (status = 409, description = "`not_deleted`, or `name_taken` by another live twin of the owner.", body = ErrorBody),
+    ),
+)]
 pub async fn restore(
     twins: web::Data<Twins>,
     principal: Principal,
@@ -349,6 +480,19 @@ pub async fn restore(
 
 /// `GET /twins/{id}/history`: every entry, oldest first; or with `limit` (and `before`, an
 /// entry id) the newest `limit` entries older than `before`, still oldest first.
+#[utoipa::path(
+    get,
+    path = "/twins/{id}/history",
+    operation_id = "twin_history",
+    tag = "twins",
+    summary = "A twin's history",
+    description = "Every status move and lifecycle change, oldest first; with `limit` (and `before`) the newest `limit` entries older than `before`, still oldest first.",
+    params(("id" = TwinId, Path, description = "The twin's id."), super::runs::PageQuery),
+    responses(
+        (status = 200, description = "History entries, oldest first.", body = Vec<HistoryEntry>, headers(("X-Next-Before" = String, description = "With `limit`: the `before` of the next (older) page, when there is one."))),
+        (status = 422, description = "`before` names no entry of the twin.", body = ErrorBody),
+    ),
+)]
 pub async fn history(
     twins: web::Data<Twins>,
     principal: Principal,
@@ -401,6 +545,22 @@ pub async fn history(
 /// `POST /twins/{id}/status`: a status move without a run. Owners may only keep resources
 /// after a failed destroy (`destroy_failed -> deployed`); admins may make any move the machine
 /// allows, to repair a twin by hand. Runs make every other move themselves.
+#[utoipa::path(
+    post,
+    path = "/twins/{id}/status",
+    operation_id = "set_twin_status",
+    tag = "twins",
+    summary = "Set a twin's status by hand",
+    description = "A move of the status machine without a run: owners may only keep resources after a failed destroy (`destroy_failed` to `deployed`); admins may make any allowed move.",
+    params(("id" = TwinId, Path, description = "The twin's id.")),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, description = "The moved twin.", body = Twin),
+        (status = 403, description = "A move only admins may make.", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`, `twin_locked` or `twin_deleted`.", body = ErrorBody),
+        (status = 422, description = "Not a deployment status.", body = ErrorBody),
+    ),
+)]
 pub async fn set_status(
     twins: web::Data<Twins>,
     principal: Principal,

@@ -7,23 +7,33 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{CreatedWebhook, Deleted, Delivery, Webhook};
 use crate::config::Settings;
 use crate::domain::events::EventType;
 use crate::domain::{Principal, WebhookId};
 use crate::store::{DeliveryRecord, StoredWebhook};
 use crate::webhooks::{check_url, parse_input, WebhookError, WebhookService};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://hooks.example.com/terrastream", "events": ["run.finished"]}))]
 pub struct CreateWebhookRequest {
+    /// `http` or `https`, no user name or password; loopback and private addresses only with
+    /// `--webhook-allow-private`.
+    #[schema(format = "uri")]
     url: String,
+    /// The events it gets; all of them when left out.
+    #[schema(value_type = Option<Vec<EventType>>)]
     events: Option<Vec<String>>,
     description: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
+    /// 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -86,6 +96,19 @@ where
 }
 
 /// `POST /webhooks`: 201 with the signing secret, shown this once.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    operation_id = "create_webhook",
+    tag = "webhooks",
+    summary = "Add a webhook endpoint",
+    description = "Signed deliveries (Standard Webhooks) of the caller's twins' events (an admin's: every twin's).",
+    request_body = CreateWebhookRequest,
+    responses(
+        (status = 201, description = "The webhook and its signing secret, shown this once.", body = CreatedWebhook, headers(("Location" = String, description = "`/webhooks/{id}`"))),
+        (status = 422, description = "A bad URL (or one of a private address), or an unknown event.", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     hooks: web::Data<WebhookService>,
     settings: web::Data<Settings>,
@@ -104,6 +127,17 @@ pub async fn create(
         .json(shown))
 }
 
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    operation_id = "list_webhooks",
+    tag = "webhooks",
+    summary = "List webhooks",
+    description = "The caller's (an admin's: everyone's), without secrets.",
+    responses(
+        (status = 200, description = "The webhooks.", body = Vec<Webhook>),
+    ),
+)]
 pub async fn list(
     hooks: web::Data<WebhookService>,
     principal: Principal,
@@ -112,6 +146,18 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(list.iter().map(view).collect::<Vec<_>>()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    operation_id = "delete_webhook",
+    tag = "webhooks",
+    summary = "Delete a webhook",
+    description = "Nothing more is sent to it, and its deliveries are removed.",
+    params(("id" = WebhookId, Path, description = "The webhook's id.")),
+    responses(
+        (status = 200, description = "Deleted.", body = Deleted),
+    ),
+)]
 pub async fn delete(
     hooks: web::Data<WebhookService>,
     principal: Principal,
@@ -124,6 +170,18 @@ pub async fn delete(
 }
 
 /// `GET /webhooks/{id}/deliveries?limit=N`: newest first, each with every attempt.
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}/deliveries",
+    operation_id = "webhook_deliveries",
+    tag = "webhooks",
+    summary = "A webhook's deliveries",
+    description = "Newest first, each with every attempt.",
+    params(("id" = WebhookId, Path, description = "The webhook's id."), DeliveriesQuery),
+    responses(
+        (status = 200, description = "The deliveries.", body = Vec<Delivery>),
+    ),
+)]
 pub async fn deliveries(
     hooks: web::Data<WebhookService>,
     principal: Principal,

@@ -10,11 +10,11 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, Session};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::runs::{cursor, run_position, EventsQuery};
 use super::sse::StreamsEnd;
 use crate::config::Settings;
-use crate::domain::Principal;
+use crate::domain::{Principal, RunId};
 use crate::hub::Subscription;
 use crate::metrics::{Metrics, StreamGuard};
 use crate::runs::Supervisor;
@@ -61,6 +61,20 @@ fn check_origin(req: &HttpRequest, settings: &Settings) -> Result<(), ApiError> 
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/ws",
+    operation_id = "run_events_ws",
+    tag = "runs",
+    summary = "A run's events over a WebSocket",
+    description = "Upgrades to a WebSocket with the events of the SSE stream from the same store: one text message per event, a `RunEventMessage` as JSON. The cursor is the same (`last_event_id`, or `Last-Event-ID`); after `done` the server closes with 1000; a cursor at the end of a finished run closes with 1000 at once, one beyond the run's last event with 1008 and the reason; a gateway that stops closes with 1001. The server pings every 15 s. A socket signed in with the session cookie must come from the gateway's own origin or one of `--cors-origins`.",
+    params(("id" = RunId, Path, description = "The run's id (`job_id`)."), EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "The cursor, as on the SSE stream.")),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket, carrying `RunEventMessage`s."),
+        (status = 400, description = "Not a WebSocket handshake, or a cursor that is not a number.", body = ErrorBody),
+        (status = 403, description = "Signed in with the session cookie from a foreign `Origin`.", body = ErrorBody),
+    ),
+)]
 pub async fn run_events(
     req: HttpRequest,
     body: web::Payload,

@@ -19,7 +19,9 @@ const FACTOR_SCALE: i64 = 10_000;
 const MAX_FACTOR: f64 = 100.0;
 
 /// What a resource's cost counts towards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     Compute,

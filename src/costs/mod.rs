@@ -59,6 +59,20 @@ impl fmt::Display for Money {
     }
 }
 
+/// A number of whole units with at most two decimals, as `Serialize` writes it.
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .description(Some(
+                "An amount in the price book's currency (cents exact: 12.34).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Money {}
+
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // The shortest text of the nearest double to n/100 is the decimal itself: 12.34.
@@ -106,7 +120,7 @@ impl ResourceUse {
 }
 
 /// Resources per category.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ResourceCounts {
     pub compute: u32,
     pub storage: u32,
@@ -115,7 +129,7 @@ pub struct ResourceCounts {
 }
 
 /// The seed's `costs` object: monthly money per category, their total and counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Costs {
     pub compute: Money,
@@ -156,7 +170,7 @@ impl Costs {
 }
 
 /// A resource the book has no price for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Unpriced {
     pub address: String,
     #[serde(rename = "type")]
@@ -165,7 +179,7 @@ pub struct Unpriced {
 }
 
 /// One priced resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Line {
     pub address: String,
     #[serde(rename = "type")]
@@ -178,7 +192,7 @@ pub struct Line {
 }
 
 /// `{"estimated": true, "costs": {...}, "unpriced": [...], "breakdown": [...]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Estimate {
     /// Always true: list prices, not a bill.
     pub estimated: bool,
@@ -223,7 +237,7 @@ pub fn estimate(book: &PriceBook, resources: &[ResourceUse], region: Option<&str
 }
 
 /// How a change moves the monthly bill: after minus before, per category.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Delta {
     pub compute: Money,
     pub storage: Money,

@@ -76,11 +76,13 @@ impl NewAudit {
 }
 
 /// An entry as stored and answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: String,
     pub actor: String,
+    /// `twin.created`, `run.started`, `state.restored`, ... (docs/api.md lists them).
+    #[schema(example = "twin.deleted")]
     pub action: String,
     pub target: String,
     pub reason: Option<String>,

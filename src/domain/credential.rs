@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{CredentialId, Provider, ValidationError};
 
 /// A credential's display name: 1 to 100 characters after trimming, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(into = "String")]
 pub struct CredentialName(String);
 
@@ -129,7 +129,7 @@ impl CredentialEnv {
 }
 
 /// A credential as the API shows it: everything but the values.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Credential {
     pub id: CredentialId,
     pub owner: String,

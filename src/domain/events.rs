@@ -50,6 +50,18 @@ impl EventType {
     }
 }
 
+/// One of [`EventType::ALL`], as `as_str` writes it.
+impl utoipa::PartialSchema for EventType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Self::ALL.iter().map(|event| event.as_str())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventType {}
+
 impl From<EventType> for &'static str {
     fn from(event: EventType) -> Self {
         event.as_str()
@@ -80,7 +92,7 @@ impl fmt::Display for EventType {
 }
 
 /// Where a delivery (one message to one webhook) is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting for its next attempt (`next_attempt_at`).

@@ -74,6 +74,20 @@ macro_rules! prefixed_id {
                 f.write_str(&self.0)
             }
         }
+
+        /// A string of the prefix and 32 lowercase hex digits, as `FromStr` accepts it.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(concat!("A ", $kind, " id: `", $prefix, "` and 32 lowercase hex digits.")))
+                    .pattern(Some(concat!("^", $prefix, "[0-9a-f]{32}$")))
+                    .examples([concat!($prefix, "0192f4c3a1b27d5e8f0a1b2c3d4e5f60")])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 

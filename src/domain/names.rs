@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::ValidationError;
 
 /// A twin's display name: 1 to 100 characters after trimming, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct TwinName(String);
 
@@ -60,7 +60,9 @@ impl fmt::Display for TwinName {
 /// A file inside a twin's configuration, relative to the twin's working directory.
 /// Nested paths such as `modules/db/main.tf` are fine; absolute paths, `..`, `.` and empty
 /// segments, backslashes and names the gateway reserves for itself are not.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct FilePath(String);
 

@@ -11,7 +11,9 @@ use super::{DeploymentStatus, ReplicaId, RunId, TwinId, ValidationError};
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+        )]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -52,7 +54,8 @@ text_enum!(
 
 /// terraform's log level for a debug run (its `TF_LOG`): its debug lines are `stderr` log
 /// events of the run, masked like every line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum LogLevel {
     Trace,
     Debug,
@@ -91,12 +94,6 @@ impl FromStr for LogLevel {
 impl fmt::Display for LogLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for LogLevel {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -234,7 +231,7 @@ pub struct Run {
 }
 
 /// A resource terraform plans to change, or found changed outside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ResourceChange {
     pub address: String,
     #[serde(rename = "type")]
@@ -244,7 +241,9 @@ pub struct ResourceChange {
 }
 
 /// terraform's change summary of a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct ChangeSummary {
     #[serde(default)]
     pub add: u64,
@@ -257,7 +256,7 @@ pub struct ChangeSummary {
 }
 
 /// A managed resource as it will be once a plan is applied; sensitive attributes masked.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PlannedResource {
     pub address: String,
     #[serde(rename = "type")]
@@ -267,7 +266,7 @@ pub struct PlannedResource {
 }
 
 /// What a plan preview or a drift check found, kept with the run.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RunResult {
     /// A plan's resource changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,7 +308,7 @@ pub struct MonitorId {
 }
 
 /// Which stream of terraform a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     Stdout,

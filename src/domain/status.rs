@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ValidationError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Where a twin is in its life; [`ALLOWED_MOVES`] says how it moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(
+    description = "Where a twin is in its life: draft, deploying, deployed, destroying, error or destroy_failed (docs/api.md has the moves)."
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentStatus {
     Draft,

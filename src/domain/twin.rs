@@ -12,7 +12,7 @@ use super::{
 
 /// The cloud a twin's configuration targets. `sandbox` is the local provider that needs no
 /// cloud account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     Aws,
@@ -64,7 +64,7 @@ impl fmt::Display for Provider {
 }
 
 /// The terraform files of a twin, by path. At least one must be configuration (`.tf`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(
     try_from = "BTreeMap<FilePath, String>",
     into = "BTreeMap<FilePath, String>"
@@ -232,28 +232,43 @@ impl Twin {
     }
 }
 
+/// A twin as every answer shows it: [`Twin`]'s serialization, and its schema in the API's
+/// OpenAPI document. Sensitive variables show as the mask, listed in `sensitive_variables`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(
+    as = Twin,
+    description = "A twin: a named terraform configuration, its deployment status and its lock. Sensitive variables show as `\"********\"`."
+)]
+struct TwinView<'a> {
+    id: &'a TwinId,
+    owner: &'a str,
+    name: &'a TwinName,
+    provider: Provider,
+    deployment_status: DeploymentStatus,
+    is_locked: bool,
+    /// The run holding the lock, while `is_locked`.
+    active_job_id: &'a Option<RunId>,
+    last_deployed_at: &'a Option<String>,
+    /// The outputs of the current state version, `{name: {"value", "type", "sensitive"}}`,
+    /// sensitive values masked; `null` when the state has none.
+    terraform_outputs: &'a Option<serde_json::Value>,
+    files: &'a TwinFiles,
+    /// Every variable: plain values, and `"********"` for sensitive ones.
+    #[schema(value_type = BTreeMap<String, serde_json::Value>)]
+    variables: Variables,
+    /// The names of the sensitive variables, sorted.
+    sensitive_variables: &'a [String],
+    /// The owner's credentials its runs get, in order.
+    credential_ids: &'a [CredentialId],
+    created_at: &'a str,
+    updated_at: &'a str,
+    /// Set while the twin is soft-deleted.
+    deleted_at: &'a Option<String>,
+}
+
 impl Serialize for Twin {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Shown<'a> {
-            id: &'a TwinId,
-            owner: &'a str,
-            name: &'a TwinName,
-            provider: Provider,
-            deployment_status: DeploymentStatus,
-            is_locked: bool,
-            active_job_id: &'a Option<RunId>,
-            last_deployed_at: &'a Option<String>,
-            terraform_outputs: &'a Option<serde_json::Value>,
-            files: &'a TwinFiles,
-            variables: Variables,
-            sensitive_variables: &'a [String],
-            credential_ids: &'a [CredentialId],
-            created_at: &'a str,
-            updated_at: &'a str,
-            deleted_at: &'a Option<String>,
-        }
-        Shown {
+        TwinView {
             id: &self.id,
             owner: &self.owner,
             name: &self.name,
@@ -275,8 +290,30 @@ impl Serialize for Twin {
     }
 }
 
+/// A twin's schema is its view's: what `Serialize` writes.
+impl utoipa::PartialSchema for Twin {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <TwinView as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Twin {
+    fn name() -> std::borrow::Cow<'static, str> {
+        <TwinView as utoipa::ToSchema>::name()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <TwinView as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// One recorded change to a twin: a status move, or a lifecycle event such as a soft delete.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub id: i64,
     pub twin_id: TwinId,

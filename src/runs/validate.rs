@@ -16,11 +16,25 @@ use crate::domain::{LogStream, RunId, Twin};
 
 /// `{"valid", "errors": [...], "warnings": [...]}`, each diagnostic with summary, detail,
 /// file and line.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Validation {
     pub valid: bool,
+    #[schema(value_type = Vec<Diagnostic>)]
     pub errors: Vec<Value>,
+    #[schema(value_type = Vec<Diagnostic>)]
     pub warnings: Vec<Value>,
+}
+
+/// The schema of one diagnostic as [`classify`] shapes it.
+#[derive(utoipa::ToSchema)]
+#[schema(description = "One diagnostic of terraform; any part may be missing.")]
+#[allow(dead_code)] // A schema only: diagnostics are built as JSON.
+pub struct Diagnostic {
+    summary: Option<String>,
+    detail: Option<String>,
+    file: Option<String>,
+    line: Option<u64>,
+    column: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

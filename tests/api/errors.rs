@@ -312,6 +312,39 @@ async fn unknown_routes_are_404_json() {
     }
 }
 
+/// Found by schemathesis (scripts/fuzz.sh): a method a route does not take was an empty 405.
+#[tokio::test]
+async fn a_method_a_route_does_not_take_is_a_json_405_with_allow() {
+    let app = spawn_app().await;
+    let id = existing_twin(&app).await;
+    let routes = [
+        (Method::TRACE, "/auth/whoami".to_owned(), "GET"),
+        (Method::GET, format!("/twins/{id}/deploy"), "POST"),
+        (
+            Method::PUT,
+            format!("/twins/{id}/tfstate"),
+            "GET, POST, DELETE",
+        ),
+    ];
+    for (method, path, allowed) in routes {
+        let response = app
+            .send_raw(method.clone(), &path, Some(&app.admin_token), None, "")
+            .await;
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = assert_error(
+            response,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        )
+        .await;
+        assert_eq!(allow.as_deref(), Some(allowed), "{method} {path}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains(allowed), "{body}");
+    }
+}
+
 // ---- 413: too large ----
 
 #[tokio::test]

@@ -18,6 +18,7 @@ mod health;
 mod helpers;
 mod isolation;
 mod lifecycle;
+mod openapi;
 mod preview;
 mod process_helpers;
 mod resilience;
