@@ -103,6 +103,20 @@ export function formatDuration(startIso, endIso) {
   return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
 }
 
+/**
+ * Runs `draw`, which replaces what `root` holds, and gives focus back to the new element with
+ * the `data-focus-key` of the one that had it: a list redrawn by a poll keeps the reader's place.
+ */
+export function keepingFocus(root, draw) {
+  const active = document.activeElement;
+  const key = active && active !== root && root.contains(active) ? active.dataset.focusKey : undefined;
+  const result = draw();
+  if (key !== undefined && !root.contains(document.activeElement)) {
+    root.querySelector(`[data-focus-key="${CSS.escape(key)}"]`)?.focus({ preventScroll: true });
+  }
+  return result;
+}
+
 /** Says something to screen readers through the page's polite live region. */
 export function announce(text) {
   const region = document.getElementById('announcer');
