@@ -71,6 +71,12 @@ export function timeAgo(iso, empty = 'Never') {
   return h('time', { datetime: iso, title: absolute.format(date) }, describeAge(date));
 }
 
+/** The exact time, in the reader's locale ("1 Dec 2026, 13:07:39"). */
+export function exactTime(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso ?? '') : absolute.format(date);
+}
+
 /** Brings every "3 minutes ago" on the page up to date, in place (focus stays put). */
 export function refreshTimes() {
   for (const time of document.querySelectorAll('time[datetime]')) {
