@@ -8,6 +8,9 @@
 import { api, ApiError, describe } from './api.js';
 import { $, announce, fill, h, keepingFocus, showDialog, statusBadge, timeAgo } from './dom.js';
 
+/** POST /twins/bulk-delete takes 1 to 100 ids; more go in several requests. */
+const BULK_MAX = 100;
+
 export class Dashboard {
   /** ctx: report(error), navigate(hash), who(). */
   constructor(root, ctx) {
@@ -214,12 +217,20 @@ export class Dashboard {
     }
     const names = new Map(this.twins.map((twin) => [twin.id, twin.name]));
     this.el.bulkDelete.disabled = true;
+    const ids = chosen.map((twin) => twin.id);
+    const results = [];
     try {
-      const { results } = await api.bulkDelete(chosen.map((twin) => twin.id));
+      for (let start = 0; start < ids.length; start += BULK_MAX) {
+        const answer = await api.bulkDelete(ids.slice(start, start + BULK_MAX));
+        results.push(...(answer?.results ?? []));
+      }
       this.selected.clear();
-      this.showResults(results ?? [], names);
+      this.showResults(results, names);
     } catch (error) {
-      this.showResults(null, names, error);
+      // A later batch failing leaves the earlier ones' answers to tell.
+      if (results.length) this.showResults(results, names, error);
+      else this.showResults(null, names, error);
+      for (const result of results) this.selected.delete(result.twin_id);
     }
     await this.refresh();
   }
@@ -233,7 +244,7 @@ export class Dashboard {
     };
     let title;
     let body;
-    if (error) {
+    if (error && !results) {
       title = 'Nothing was deleted';
       body = h('p', { class: 'error-text' }, error instanceof ApiError ? `The gateway refused the request: ${error.message}` : describe(error));
     } else {
@@ -246,6 +257,7 @@ export class Dashboard {
           ? `Deleted ${deleted.length} of ${total} twins; ${refused.length} refused`
           : total === 1 ? 'The twin was not deleted' : `None of the ${total} twins was deleted`;
       const name = (id) => names.get(id) ?? id;
+      if (error) title += `; the rest were not sent (${describe(error)})`;
       body = h('ul', { class: 'bulk-list' },
         results.map((result) => {
           const ok = result.status === 200;
