@@ -489,6 +489,36 @@ describe('issue 16: debug runs, bulk delete, purge and the audit log', { timeout
     await owner.context().close();
   });
 
+  it('bulk delete of more twins than one request takes: in batches of 100, one answer', async () => {
+    const made = [];
+    for (let n = 0; n < 103; n += 1) made.push((await api('POST', '/twins', await demoBody(api, `many-${n}`))).id);
+    await page.goto(`${gateway.url}/#/`);
+    await page.getByLabel('Show deleted twins').uncheck();
+    await page.locator(`#twins-list tr[data-twin-id="${made.at(-1)}"]`).waitFor();
+    const bar = page.locator('#bulk-bar');
+    await bar.getByLabel('Select all').check();
+    const live = (await api('GET', '/twins')).filter((t) => !t.deleted_at);
+    await bar.getByText(`${live.length} of ${live.length} selected`).waitFor();
+    // Only the new drafts: the deployed and failed ones are left out.
+    for (const twin of live.filter((t) => !made.includes(t.id))) await twinRow(twin).getByRole('checkbox').uncheck();
+    await bar.getByText(`103 of ${live.length} selected`).waitFor();
+    const sent = [];
+    const listen = (request) => {
+      if (request.method() === 'POST' && new URL(request.url()).pathname === '/twins/bulk-delete') sent.push(JSON.parse(request.postData()).ids);
+    };
+    page.on('request', listen);
+    await bar.getByRole('button', { name: 'Delete selected…' }).click();
+    await page.locator('#bulk-delete-dialog').getByRole('button', { name: 'Delete 103 twins' }).click();
+    await page.locator('#bulk-results').getByRole('heading', { name: 'Deleted all 103 twins' }).waitFor();
+    page.off('request', listen);
+    assert.deepEqual(sent.map((ids) => ids.length), [100, 3]);
+    assert.deepEqual(sent.flat().sort(), [...made].sort());
+    assert.equal(await page.locator('#bulk-results li[data-result="deleted"]').count(), 103);
+    await page.locator(`#twins-list tr[data-twin-id="${made[0]}"]`).waitFor({ state: 'detached' });
+    assert.equal((await api('GET', '/twins')).filter((t) => made.includes(t.id)).length, 0);
+    expectNoProblems(page);
+  });
+
   it('fits a phone: the twins list with its selection, the dialogs, the audit log and the debug switch at 390 x 844', async () => {
     const phone = await openPage(browser, { width: 390, height: 844 });
     await signIn(phone, gateway);
