@@ -8,7 +8,7 @@
 //
 // A debug run (terraform with TF_LOG) is tagged with its level beside the title; its log's
 // debug lines (stderr) are drawn by level and can be hidden to read terraform's own output.
-// Retry repeats a run as it was: a debug run again at the same level.
+// Retry, and "Deploy this plan" after a previewed plan, keep the run's debug level.
 //
 // A stream that drops without `done` is the connection, not the run: the modal says the
 // gateway is out of reach and keeps reconnecting; only `done` ends a run, and its `error` is
