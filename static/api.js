@@ -94,6 +94,8 @@ export const api = {
   createTwin: (body) => post('/twins', body),
   updateTwin: (id, body) => request('PUT', `/twins/${enc(id)}`, body),
   deleteTwin: (id) => request('DELETE', `/twins/${enc(id)}`),
+  purgeTwin: (id) => request('DELETE', `/twins/${enc(id)}?purge=true`),
+  bulkDelete: (ids) => post('/twins/bulk-delete', { ids }),
   restoreTwin: (id) => post(`/twins/${enc(id)}/restore`),
   setStatus: (id, status, reason) => post(`/twins/${enc(id)}/status`, { status, reason }),
   demoTemplate: () => get('/templates/demo'),
@@ -110,7 +112,12 @@ export const api = {
   allRuns: ({ status, limit, before } = {}) => requestPage(`/runs${query({ status, limit, before })}`),
   validate: (id) => post(`/twins/${enc(id)}/validate`),
   refresh: (id) => post(`/twins/${enc(id)}/refresh`),
-  start: (id, kind) => post(`/twins/${enc(id)}/${['destroy', 'plan'].includes(kind) ? kind : 'deploy'}`),
+  /** A deploy, destroy or plan; `debug` (a log level: TRACE, DEBUG or INFO) makes it a
+   * debug run, whose terraform log streams as stderr lines. No body for an ordinary run. */
+  start: (id, kind, { debug = null } = {}) => post(
+    `/twins/${enc(id)}/${['destroy', 'plan'].includes(kind) ? kind : 'deploy'}`,
+    debug ? { debug: true, log_level: debug } : undefined,
+  ),
   cancel: (id) => post(`/twins/${enc(id)}/cancel`),
 
   credentials: () => get('/credentials'),
@@ -123,6 +130,8 @@ export const api = {
   createWebhook: (body) => post('/webhooks', body),
   deleteWebhook: (id) => request('DELETE', `/webhooks/${enc(id)}`),
   deliveries: (id, limit = 50) => get(`/webhooks/${enc(id)}/deliveries?limit=${limit}`),
+
+  audit: ({ after, limit } = {}) => get(`/audit${query({ after, limit })}`),
 
   run: (jobId) => get(`/runs/${enc(jobId)}`),
   cancelRun: (jobId) => post(`/runs/${enc(jobId)}/cancel`),

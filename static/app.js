@@ -1,8 +1,9 @@
 // The dashboard's entry: sign-in, the views (#/ twins, #/twins/<id>, #/runs, #/new the
-// wizard, #/credentials, #/webhooks), the run modal, and the messages for a lost gateway, a lost session or a fault in
+// wizard, #/credentials, #/webhooks, #/audit for admins), the run modal, and the messages for a lost gateway, a lost session or a fault in
 // the page itself.
 
 import { api, ApiError, Unreachable, describe, onConnection } from './api.js';
+import { AuditView } from './audit.js';
 import { CredentialsView } from './credentials.js';
 import { $, refreshTimes } from './dom.js';
 import { RunModal } from './run-modal.js';
@@ -24,6 +25,7 @@ const sections = {
   wizard: $('#wizard-view'),
   credentials: $('#credentials-view'),
   webhooks: $('#webhooks-view'),
+  audit: $('#audit-view'),
 };
 
 let signedIn = false;
@@ -67,6 +69,7 @@ const runsView = new RunsView(sections.runs, ctx);
 const wizard = new Wizard(sections.wizard, ctx);
 const credentialsView = new CredentialsView(sections.credentials, ctx);
 const webhooksView = new WebhooksView(sections.webhooks, ctx);
+const auditView = new AuditView(sections.audit, ctx);
 
 function show(name) {
   for (const [key, section] of Object.entries(sections)) section.hidden = key !== name;
@@ -164,6 +167,7 @@ function signOut(message) {
   whoami = null;
   $('#session').hidden = true;
   $('#main-nav').hidden = true;
+  $('#audit-link').hidden = true;
   signInError.hidden = !message;
   signInError.textContent = message ?? '';
   show('signIn');
@@ -176,6 +180,8 @@ function enter(who) {
   $('#who').textContent = `${who.owner}${who.is_admin ? ' (admin)' : ''}`;
   $('#session').hidden = false;
   $('#main-nav').hidden = false;
+  // Only admins may read the audit log; the gateway says 403 to anyone else who asks.
+  $('#audit-link').hidden = !who.is_admin;
   route({ focus: true });
   ctx.runModal.resume();
 }
@@ -194,12 +200,13 @@ function route({ focus = true } = {}) {
   else if (hash === '#/new') [next, name, title] = [wizard, 'wizard', 'New twin'];
   else if (hash === '#/credentials') [next, name, title] = [credentialsView, 'credentials', 'Credentials'];
   else if (hash === '#/webhooks') [next, name, title] = [webhooksView, 'webhooks', 'Webhooks'];
+  else if (hash === '#/audit') [next, name, title] = [auditView, 'audit', 'Audit log'];
   else [next, name, title] = [dashboard, 'dashboard', 'Twins'];
   if (current && current !== next) current.hide();
   current = next;
   show(name);
   document.title = `${title} · terrastream`;
-  const section = { dashboard: 'twins', twin: 'twins', runs: 'runs', credentials: 'credentials', webhooks: 'webhooks' }[name];
+  const section = { dashboard: 'twins', twin: 'twins', runs: 'runs', credentials: 'credentials', webhooks: 'webhooks', audit: 'audit' }[name];
   for (const link of document.querySelectorAll('#main-nav a')) {
     const here = link.dataset.nav === section;
     if (here) link.setAttribute('aria-current', 'page');

@@ -71,6 +71,12 @@ export function timeAgo(iso, empty = 'Never') {
   return h('time', { datetime: iso, title: absolute.format(date) }, describeAge(date));
 }
 
+/** The exact time, in the reader's locale ("1 Dec 2026, 13:07:39"). */
+export function exactTime(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso ?? '') : absolute.format(date);
+}
+
 /** Brings every "3 minutes ago" on the page up to date, in place (focus stays put). */
 export function refreshTimes() {
   for (const time of document.querySelectorAll('time[datetime]')) {
@@ -101,6 +107,20 @@ export function formatDuration(startIso, endIso) {
   const seconds = Math.max(0, Math.round(ms / 1000));
   if (seconds < 60) return `${seconds} s`;
   return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+}
+
+/**
+ * Runs `draw`, which replaces what `root` holds, and gives focus back to the new element with
+ * the `data-focus-key` of the one that had it: a list redrawn by a poll keeps the reader's place.
+ */
+export function keepingFocus(root, draw) {
+  const active = document.activeElement;
+  const key = active && active !== root && root.contains(active) ? active.dataset.focusKey : undefined;
+  const result = draw();
+  if (key !== undefined && !root.contains(document.activeElement)) {
+    root.querySelector(`[data-focus-key="${CSS.escape(key)}"]`)?.focus({ preventScroll: true });
+  }
+  return result;
 }
 
 /** Says something to screen readers through the page's polite live region. */

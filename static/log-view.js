@@ -2,6 +2,11 @@
 // a margin) are in the DOM, and new lines are drawn once per animation frame. So 100,000
 // lines scroll as smoothly as 10.
 //
+// A debug run's terraform log (TF_LOG) comes on stderr as `<time> [LEVEL] ...` lines, each
+// drawn with its level, quieter than terraform's output; the lines after one that carry no
+// level of their own (graphs, lists) continue its message and get its level. They can be
+// hidden and shown again without losing the place.
+//
 // Rows have one fixed height, so a line never overflows onto the next one: a log event whose
 // text holds line breaks becomes one row per line, and a line wider than the box is wrapped
 // onto continuation rows (at the box's width in characters of the monospace font), so nothing
@@ -19,6 +24,10 @@ const SPARE_CHARS = 2;
 /** What a marker (`stderr`, `gateway`) takes of the first row, in characters. */
 const MARKER_CHARS = 9;
 const TAB = '    ';
+/** terraform's own log line: its time, then the level in brackets. */
+const TF_LOG_LINE = /^\S+\s+\[(TRACE|DEBUG|INFO|WARN|ERROR)\]/;
+/** A diagnostic is never part of a debug message before it. */
+const DIAGNOSTIC = /^(Error|Warning): /;
 
 export class LogView {
   /** `scroller` is the scrolling box; `jumpButton` brings the reader back to the end. */
@@ -37,6 +46,13 @@ export class LogView {
     this.pending = [];
     this.cols = Infinity;
     this.follow = true;
+    this.hideDebug = false;
+    this.debugCount = 0;
+    this.debugCountTold = 0;
+    this.stderrLevel = null;
+    this.placeholder = 'Waiting for output…';
+    /** Called with the number of debug lines when it changes (at most once a frame). */
+    this.onDebugCount = null;
     this.frame = 0;
     this.drawn = { first: -1, last: -1, count: -1 };
     scroller.addEventListener('scroll', () => {
@@ -66,6 +82,9 @@ export class LogView {
     this.rows = [];
     this.pending = [];
     this.follow = true;
+    this.stderrLevel = null;
+    this.debugCount = 0;
+    this.placeholder = placeholder;
     this.empty.textContent = placeholder;
     this.drawn = { first: -1, last: -1, count: -1 };
     // Shrink first: a scroll event for the old, taller list must not read as "scrolled up".
@@ -76,8 +95,33 @@ export class LogView {
 
   /** Queues a line `{id, stream, text}`; it is drawn in the next frame with its batch. */
   append(line) {
-    this.pending.push(line);
+    const level = this.levelOf(line);
+    if (level) this.debugCount += 1;
+    this.pending.push(level ? { ...line, level } : line);
     this.schedule();
+  }
+
+  /** A stderr line's TF_LOG level (lower case), its own or, for a line with none, the one of
+   * the debug line before it; null for everything else. Lines must come in order. */
+  levelOf(line) {
+    if (line.stream !== 'stderr') return null;
+    const own = TF_LOG_LINE.exec(line.text)?.[1];
+    if (own) this.stderrLevel = own.toLowerCase();
+    else if (DIAGNOSTIC.test(line.text)) this.stderrLevel = null;
+    return this.stderrLevel;
+  }
+
+  /** Hides (or shows again) terraform's debug lines; the line at the top stays in view. */
+  setHideDebug(hide) {
+    if (hide === this.hideDebug) return;
+    this.hideDebug = hide;
+    this.rebuild();
+    if (this.follow) this.scrollToEnd();
+    this.schedule();
+  }
+
+  shows(line) {
+    return !(this.hideDebug && line.level);
   }
 
   /** Every line's text, as the reader would copy it. */
@@ -112,16 +156,23 @@ export class LogView {
   rewrap() {
     const cols = this.measureColumns();
     if (cols === this.cols) return;
-    // Keep the line at the top of the view in view.
-    const topRow = this.rows[Math.floor(this.scroller.scrollTop / ROW_HEIGHT)];
     this.cols = cols;
+    this.rebuild();
+  }
+
+  /** Every row again (a new width, lines hidden or shown), keeping the line at the top of the
+   * view in view (or the first shown after it). */
+  rebuild() {
+    const topRow = this.rows[Math.floor(this.scroller.scrollTop / ROW_HEIGHT)];
     this.rows = [];
-    this.lines.forEach((line, index) => this.addRows(line, index));
+    this.lines.forEach((line, index) => {
+      if (this.shows(line)) this.addRows(line, index);
+    });
     this.spacer.style.height = `${this.rows.length * ROW_HEIGHT}px`;
     this.drawn = { first: -1, last: -1, count: -1 };
     if (topRow && !this.follow) {
-      const at = this.rows.findIndex((row) => row.line === topRow.line);
-      if (at >= 0) this.scroller.scrollTop = at * ROW_HEIGHT;
+      const at = this.rows.findIndex((row) => row.line >= topRow.line);
+      this.scroller.scrollTop = (at >= 0 ? at : this.rows.length) * ROW_HEIGHT;
     }
   }
 
@@ -146,17 +197,25 @@ export class LogView {
       if (this.cols === Infinity) this.cols = this.measureColumns();
       for (const line of this.pending) {
         this.lines.push(line);
-        this.addRows(line, this.lines.length - 1);
+        if (this.shows(line)) this.addRows(line, this.lines.length - 1);
       }
       this.pending = [];
       this.spacer.style.height = `${this.rows.length * ROW_HEIGHT}px`;
       if (this.follow) this.scrollToEnd();
     }
     const total = this.lines.length;
-    this.empty.hidden = total > 0;
-    this.jumpButton.hidden = this.follow || total === 0;
+    this.empty.hidden = this.rows.length > 0;
+    const emptyText = total ? 'Every line so far is terraform\'s debug log, which is hidden.' : this.placeholder;
+    if (this.empty.textContent !== emptyText) this.empty.textContent = emptyText;
+    this.jumpButton.hidden = this.follow || this.rows.length === 0;
     // For tests and for the curious: how much is here, and up to which event.
     this.scroller.dataset.lines = String(total);
+    this.scroller.dataset.debugLines = String(this.debugCount);
+    this.scroller.dataset.hiddenLines = String(this.hideDebug ? this.debugCount : 0);
+    if (this.debugCountTold !== this.debugCount) {
+      this.debugCountTold = this.debugCount;
+      this.onDebugCount?.(this.debugCount);
+    }
     this.scroller.dataset.rows = String(this.rows.length);
     this.scroller.dataset.lastEventId = String(total ? this.lines[total - 1].id : 0);
 
@@ -181,9 +240,8 @@ export class LogView {
 function row(line, at) {
   // terraform prints its diagnostics on stdout under -json: make them stand out as well.
   const level = /^(Error|Warning): /.exec(line.text)?.[1]?.toLowerCase();
-  const classes = `log-row stream-${line.stream}${level ? ` is-${level}` : ''}${at.first ? '' : ' is-continued'}`;
-  const marker =
-    line.stream === 'stderr' ? 'stderr' : line.stream === 'gateway' ? 'gateway' : null;
+  const classes = `log-row stream-${line.stream}${line.level ? ` tf-${line.level}` : ''}${level ? ` is-${level}` : ''}${at.first ? '' : ' is-continued'}`;
+  const marker = line.level ?? (line.stream === 'stderr' ? 'stderr' : line.stream === 'gateway' ? 'gateway' : null);
   return h(
     'div',
     { class: classes, dataset: { id: line.id } },

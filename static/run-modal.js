@@ -6,6 +6,10 @@
 // nothing shows twice either. The run being watched is remembered in localStorage, so closing
 // and reopening the page brings the modal back on the same run.
 //
+// A debug run (terraform with TF_LOG) is tagged with its level beside the title; its log's
+// debug lines (stderr) are drawn by level and can be hidden to read terraform's own output.
+// Retry, and "Deploy this plan" after a previewed plan, keep the run's debug level.
+//
 // A stream that drops without `done` is the connection, not the run: the modal says the
 // gateway is out of reach and keeps reconnecting; only `done` ends a run, and its `error` is
 // shown as the gateway wrote it.
@@ -13,7 +17,7 @@
 import { api, ApiError, Unreachable, describe } from './api.js';
 import { $, STATUSES, announce, fill, h, statusBadge } from './dom.js';
 import { LogView } from './log-view.js';
-import { changeList, money } from './twin-panels.js';
+import { changeList, debugTag, money } from './twin-panels.js';
 
 const WATCHED = 'terrastream.watched-run';
 const EVENT_TYPES = ['stage', 'log', 'progress', 'status', 'warning', 'queue', 'done'];
@@ -72,6 +76,10 @@ export class RunModal {
     this.el = {
       title: $('#run-title', dialog),
       badge: $('#run-badge', dialog),
+      debug: $('#run-debug', dialog),
+      logTools: $('#run-log-tools', dialog),
+      showDebug: $('#run-show-debug', dialog),
+      debugCount: $('#run-debug-count', dialog),
       stages: $('#run-stages', dialog),
       progress: $('#run-progress', dialog),
       progressText: $('#run-progress-text', dialog),
@@ -83,6 +91,12 @@ export class RunModal {
       close: $('#run-close', dialog),
     };
     this.log = new LogView($('#run-log', dialog), $('#run-jump', dialog));
+    this.log.onDebugCount = () => this.drawLogTools();
+    this.el.showDebug.addEventListener('change', () => {
+      this.log.setHideDebug(!this.el.showDebug.checked);
+      this.drawLogTools();
+      announce(this.el.showDebug.checked ? 'terraform\'s debug lines are shown.' : 'terraform\'s debug lines are hidden.');
+    });
     this.el.close.addEventListener('click', () => dialog.close());
     this.el.cancel.addEventListener('click', () => this.cancelRun());
     this.el.retry.addEventListener('click', () => this.retry());
@@ -108,15 +122,16 @@ export class RunModal {
 
   /**
    * Shows a run. `historical` (a past run opened from a list) offers no Retry and is not
-   * remembered across reloads.
+   * remembered across reloads. `debug` is the log level of a debug run, when the opener knows
+   * it (the run's own answer says it either way).
    */
-  open({ jobId, twinId, twinName, kind, historical = false }) {
+  open({ jobId, twinId, twinName, kind, historical = false, debug = null }) {
     if (this.session?.jobId === jobId && this.dialog.open) return;
     const active = document.activeElement;
     if (!this.dialog.open && active && active !== document.body && !this.dialog.contains(active)) {
       this.opener = active;
     }
-    this.attach({ jobId, twinId, twinName, kind, historical });
+    this.attach({ jobId, twinId, twinName, kind, historical, debug });
     if (!this.dialog.open) this.dialog.showModal();
     this.el.close.focus();
   }
@@ -161,6 +176,7 @@ export class RunModal {
     const session = {
       ...info,
       kind: knownKind(info.kind),
+      debug: info.debug ?? null,
       lastId: 0,
       done: null,
       source: null,
@@ -180,6 +196,7 @@ export class RunModal {
           twinId: info.twinId,
           twinName: info.twinName,
           kind: session.kind,
+          debug: session.debug,
         }),
       );
     }
@@ -202,11 +219,34 @@ export class RunModal {
     this.el.cancel.hidden = false;
     this.el.cancel.disabled = false;
     this.el.retry.hidden = true;
+    this.el.showDebug.checked = true;
+    this.log.setHideDebug(false);
     this.log.clear('Loading the log…');
+    this.drawDebug(session);
     this.dialog.dataset.jobId = session.jobId;
     this.dialog.dataset.kind = session.kind;
     this.dialog.dataset.state = 'running';
     delete this.dialog.dataset.connection;
+  }
+
+  /** The debug tag beside the title, and the log's tools when there are debug lines. */
+  drawDebug(session) {
+    const level = session.debug;
+    this.el.debug.hidden = !level;
+    fill(this.el.debug, level ? debugTag({ log_level: level }) : null);
+    if (level) this.dialog.dataset.debug = level;
+    else delete this.dialog.dataset.debug;
+    this.drawLogTools();
+  }
+
+  drawLogTools() {
+    const count = this.log.debugCount;
+    const hidden = !this.el.showDebug.checked;
+    // Offered for a debug run, and for any run whose stderr has terraform's log lines.
+    this.el.logTools.hidden = !(this.session?.debug || count > 0);
+    this.el.debugCount.textContent = count
+      ? `${count.toLocaleString()} debug line${count === 1 ? '' : 's'}${hidden ? ' hidden' : ''}`
+      : 'No debug lines yet';
   }
 
   drawTitle(session) {
@@ -218,6 +258,8 @@ export class RunModal {
       const run = await api.run(session.jobId);
       if (session.stale) return;
       session.twinId = run.twin_id;
+      session.debug = run.debug ? run.log_level ?? 'DEBUG' : null;
+      this.drawDebug(session);
       if (knownKind(run.kind) !== session.kind) {
         session.kind = knownKind(run.kind);
         this.dialog.dataset.kind = session.kind;
@@ -566,7 +608,7 @@ export class RunModal {
           return;
         }
       } else {
-        jobId = (await api.start(session.twinId, kind)).job_id;
+        jobId = (await api.start(session.twinId, kind, { debug: session.debug })).job_id;
       }
       this.attach(again(session, jobId, kind));
       this.el.close.focus();
@@ -585,5 +627,5 @@ export class RunModal {
 /** The same twin, another run. */
 function again(session, jobId, kind) {
   const { twinId, twinName } = session;
-  return { jobId, twinId, twinName, kind, historical: false };
+  return { jobId, twinId, twinName, kind, historical: false, debug: kind === 'drift' ? null : session.debug };
 }

@@ -100,6 +100,7 @@ export class RunsView {
       twinName: run.twin_name,
       kind: run.kind,
       historical: !live,
+      debug: run.debug ? run.log_level ?? 'DEBUG' : null,
     });
   }
 }

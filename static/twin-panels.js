@@ -109,6 +109,13 @@ export function runStatus(run) {
   return h('span', { class: `run-status run-${run.status}`, dataset: { status: run.status } }, label);
 }
 
+/** "debug · TRACE" for a debug run (terraform ran with TF_LOG at that level). */
+export function debugTag(run) {
+  const level = run.log_level ?? 'DEBUG';
+  return h('span', { class: 'tag tag-debug', dataset: { debug: level }, title: `A debug run: terraform logged at TF_LOG=${level}` },
+    `debug · ${level}`);
+}
+
 /** The "View log" button of a run; `data-open-run` lets focus come back to it. */
 export function logButton(run, onOpen) {
   const started = run.start_time ?? run.created_at;
@@ -119,7 +126,7 @@ export function logButton(run, onOpen) {
       type: 'button',
       class: 'button small',
       dataset: { openRun: run.job_id },
-      'aria-label': `Log of the ${RUN_KINDS[run.kind] ?? run.kind}${when}${run.twin_name ? ` of ${run.twin_name}` : ''}`,
+      'aria-label': `Log of the ${run.debug ? 'debug ' : ''}${RUN_KINDS[run.kind] ?? run.kind}${when}${run.twin_name ? ` of ${run.twin_name}` : ''}`,
       onclick: () => onOpen(run),
     },
     run.status === 'processing' || run.status === 'pending' ? 'View progress' : 'View log',
@@ -131,7 +138,7 @@ export function runRows(runs, onOpen, { withTwin = false } = {}) {
   return runs.map((run) => {
     const cells = [
       ...(withTwin ? [h('a', { href: `#/twins/${encodeURIComponent(run.twin_id)}` }, run.twin_name ?? run.twin_id)] : []),
-      RUN_KINDS[run.kind] ?? run.kind,
+      h('span', { class: 'run-kind' }, RUN_KINDS[run.kind] ?? run.kind, run.debug ? [' ', debugTag(run)] : null),
       runStatus(run),
       timeAgo(run.start_time ?? run.created_at, '—'),
       run.start_time ? formatDuration(run.start_time, run.end_time) : '—',
@@ -139,7 +146,7 @@ export function runRows(runs, onOpen, { withTwin = false } = {}) {
       run.exit_code ?? '—',
       logButton(run, onOpen),
     ];
-    cells.attrs = { dataset: { runId: run.job_id, status: run.status, kind: run.kind } };
+    cells.attrs = { dataset: { runId: run.job_id, status: run.status, kind: run.kind, debug: String(Boolean(run.debug)) } };
     return cells;
   });
 }

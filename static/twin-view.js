@@ -1,7 +1,8 @@
 // One twin: its infrastructure (status, Deploy/Plan/Destroy/Cancel/Refresh and the moves
 // without a run), cost, drift, resource map, outputs, state versions, runs, history and
 // configuration (editable). Which buttons work comes from the gateway's infrastructure-status
-// (the status machine) and from validating the configuration.
+// (the status machine) and from validating the configuration. "Debug run" makes the next
+// Deploy, Plan or Destroy a debug run at the chosen TF_LOG level.
 
 import { api, ApiError, Unreachable, describe } from './api.js';
 import { $, announce, fill, h, showDialog, statusBadge, timeAgo } from './dom.js';
@@ -59,6 +60,8 @@ export class TwinView {
       repair: el('repair-button'),
       remove: el('delete-button'),
       hint: el('action-hint'),
+      debugRun: el('debug-run'),
+      debugLevel: el('debug-level'),
       validation: el('validation'),
       costs: el('twin-costs'),
       drift: el('twin-drift'),
@@ -83,6 +86,9 @@ export class TwinView {
     this.el.repair.addEventListener('click', () => this.repair());
     this.el.remove.addEventListener('click', () => this.remove());
     this.el.restore.addEventListener('click', () => this.restore());
+    this.el.debugRun.addEventListener('change', () => {
+      this.el.debugLevel.disabled = !this.el.debugRun.checked;
+    });
     this.editor = new ConfigEditor(document.getElementById('edit-dialog'), {
       saved: (twin) => {
         this.twin = twin;
@@ -144,6 +150,10 @@ export class TwinView {
       this.el.mapDetails.textContent = '';
       $('#versions-note', this.root).hidden = true;
       this.el.validation.hidden = true;
+      // A debug run is chosen for one twin at a time.
+      this.el.debugRun.checked = false;
+      this.el.debugLevel.value = 'DEBUG';
+      this.el.debugLevel.disabled = true;
       this.drawButtons();
     }
     await this.refresh({ full: true });
@@ -283,6 +293,7 @@ export class TwinView {
     repair.hidden = !admin || deleted;
     repair.disabled = active;
     remove.disabled = deleted || active || status !== 'draft';
+    this.el.debugRun.disabled = deleted;
 
     let why = '';
     if (deleted) why = 'This twin is deleted; restore it to work on it again.';
@@ -668,9 +679,10 @@ export class TwinView {
     if (kind === 'destroy' && !(await this.confirmDestroy(twin))) return;
     const button = { destroy: this.el.destroy, plan: this.el.plan }[kind] ?? this.el.deploy;
     button.disabled = true;
+    const debug = this.el.debugRun.checked ? this.el.debugLevel.value : null;
     try {
-      const started = await api.start(twin.id, kind);
-      this.openRun({ job_id: started.job_id, kind }, false);
+      const started = await api.start(twin.id, kind, { debug });
+      this.openRun({ job_id: started.job_id, kind, debug: Boolean(debug), log_level: debug }, false);
     } catch (error) {
       if (error instanceof ApiError && error.body.active_job_id) {
         this.openRun({ job_id: error.body.active_job_id }, false);
@@ -691,6 +703,7 @@ export class TwinView {
       twinName: this.twin.name,
       kind: run.kind,
       historical: historical && !live,
+      debug: run.debug ? run.log_level ?? 'DEBUG' : null,
     });
   }
 

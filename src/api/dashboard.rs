@@ -110,6 +110,11 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../../static/webhooks.js"),
     },
+    Asset {
+        name: "audit.js",
+        content_type: JS,
+        body: include_str!("../../static/audit.js"),
+    },
 ];
 
 fn serve(asset: &Asset) -> HttpResponse {
