@@ -276,6 +276,8 @@ describe('issue 19: dead ends and wrong labels', { timeout: 10 * 60_000 }, () =>
     await modal().locator('[data-stage="applying"][data-state="current"]').waitFor({ timeout: RUN_MS });
     await page.keyboard.press('Escape');
     await modal().waitFor({ state: 'hidden' });
+    // The dialog's `close` event (which moves focus) is dispatched after it is hidden.
+    await page.waitForFunction(() => !document.querySelector('#run-dialog').contains(document.activeElement));
     const target = await focused(page);
     assert.notEqual(target.tag, 'body', 'focus is not lost to <body>');
     assert.equal(target.disabled, false, `focus is on something usable: ${JSON.stringify(target)}`);
