@@ -1122,7 +1122,8 @@ async fn idle_once(
         .await?;
     stand_in.hold("park", &twin)?;
     let job = gateway.deploy(&twin).await?;
-    gateway.wait_stage(&job, "applying").await?;
+    // A deploy is one `apply -auto-approve`: parked before its first line, it is planning.
+    gateway.wait_stage(&job, "planning").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (before, before_threads) = (gateway.rss_kib()?, gateway.threads()?);
     let tcp_before = tcp_mem_pages();
