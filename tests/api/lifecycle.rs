@@ -283,6 +283,7 @@ async fn a_purge_removes_a_deleted_twin_for_good_and_the_audit_keeps_it() {
     assert_error(response, StatusCode::CONFLICT, "not_deleted").await;
     let destroy = app.run_ok(&alice, &twin_id, "destroy").await;
     assert!(app.work_dir(&twin_id).exists());
+    assert!(app.sandbox_dir(&twin_id).exists());
     let response = app.delete_twin(&alice, &twin_id).await;
     assert_eq!(response.status(), StatusCode::OK);
 
@@ -316,6 +317,10 @@ async fn a_purge_removes_a_deleted_twin_for_good_and_the_audit_keeps_it() {
     let everything = json_body(app.list_twins_including_deleted(&admin).await).await;
     assert_eq!(everything, json!([]));
     assert!(!app.work_dir(&twin_id).exists(), "its files are gone");
+    assert!(
+        !app.sandbox_dir(&twin_id).exists(),
+        "and its empty place in the sandbox"
+    );
     assert!(!app.data_dir.path().join("runs").join(&deploy).exists());
     // The same purge again: nothing there.
     let response = app.call(Method::DELETE, &purge, &admin, None).await;

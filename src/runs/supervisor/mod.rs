@@ -635,7 +635,8 @@ impl Supervisor {
     }
 
     /// Removes a soft-deleted twin for good ([`Twins::purge`]), then the files its runs left:
-    /// its working directory, its runs' spools and preview directories.
+    /// its working directory, its runs' spools and preview directories, and its directory in
+    /// the sandbox provider's cloud (empty: a purged twin holds no resource).
     pub async fn purge(&self, twin: &Twin, actor: &str) -> Result<(), RunError> {
         let runs = self.parts.twins.purge(twin, actor).await?;
         let data_dir = &self.parts.settings.data_dir;
@@ -644,7 +645,14 @@ impl Supervisor {
             dirs.push(self.run_dir(run));
             dirs.push(workspace::preview_dir(data_dir, run));
         }
+        let sandbox = workspace::sandbox_dir(&self.parts.settings.sandbox_root(), &twin.id);
         let removed = tokio::task::spawn_blocking(move || {
+            // Only if empty: whatever is in it is what the cloud holds.
+            if let Err(err) = std::fs::remove_dir(&sandbox) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %sandbox.display(), %err, "cannot remove a purged twin's sandbox directory");
+                }
+            }
             for dir in dirs {
                 match std::fs::remove_dir_all(&dir) {
                     Ok(()) => {}
