@@ -18,22 +18,7 @@ impl CredentialName {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(ValidationError::new("name must not be empty"));
-        }
-        if name.chars().count() > Self::MAX_CHARS {
-            return Err(ValidationError::new(format!(
-                "name must be at most {} characters",
-                Self::MAX_CHARS
-            )));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ValidationError::new(
-                "name must not contain control characters",
-            ));
-        }
-        Ok(Self(name.to_owned()))
+        super::names::display_name(raw, Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -11,26 +11,31 @@ use super::ValidationError;
 #[serde(try_from = "String", into = "String")]
 pub struct TwinName(String);
 
+/// The rule of every display name (twins, credentials): `raw` trimmed, 1 to `max_chars`
+/// characters, no control characters.
+pub(super) fn display_name(raw: &str, max_chars: usize) -> Result<String, ValidationError> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(ValidationError::new("name must not be empty"));
+    }
+    if name.chars().count() > max_chars {
+        return Err(ValidationError::new(format!(
+            "name must be at most {max_chars} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "name must not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
 impl TwinName {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(ValidationError::new("name must not be empty"));
-        }
-        if name.chars().count() > Self::MAX_CHARS {
-            return Err(ValidationError::new(format!(
-                "name must be at most {} characters",
-                Self::MAX_CHARS
-            )));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ValidationError::new(
-                "name must not contain control characters",
-            ));
-        }
-        Ok(Self(name.to_owned()))
+        display_name(raw, Self::MAX_CHARS).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
