@@ -1,11 +1,20 @@
 //! `GET /audit`: who changed what, for admins.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use crate::audit::{AuditError, AuditLog};
+use crate::domain::audit::AuditEntry;
 use crate::domain::Principal;
+
+/// A page, oldest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    entries: Vec<AuditEntry>,
+    /// Pass as `after` for the next page; `null` on the last one.
+    next_after: Option<i64>,
+}
 
 /// Entries per page unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;
@@ -41,7 +50,7 @@ impl From<AuditError> for ApiError {
     description = "Who changed what through the API or the CLI, oldest first; `after` the last id read pages on.",
     params(AuditQuery),
     responses(
-        (status = 200, description = "A page of entries.", body = super::openapi::AuditPage),
+        (status = 200, description = "A page of entries.", body = AuditPage),
         (status = 403, description = "Not an admin.", body = super::error::ErrorBody),
         (status = 422, description = "`limit` outside 1-1000.", body = super::error::ErrorBody),
     ),
@@ -56,8 +65,8 @@ pub async fn list(
     let next_after = (entries.len() == limit)
         .then(|| entries.last().map(|entry| entry.id))
         .flatten();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "entries": entries,
-        "next_after": next_after,
-    })))
+    Ok(HttpResponse::Ok().json(AuditPage {
+        entries,
+        next_after,
+    }))
 }

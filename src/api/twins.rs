@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::{ApiError, ErrorBody};
-use super::openapi::{BulkDeleted, DeletedTwin, PurgedTwin};
+use super::openapi::DeletedTwin;
 use crate::catalog::{template_files, ProviderCatalog};
 use crate::domain::{
     CredentialId, DeploymentStatus, FilePath, HistoryEntry, LockChange, Principal, Provider,
@@ -76,8 +76,38 @@ pub struct BulkDeleteRequest {
 /// The most ids one bulk delete takes.
 pub const MAX_BULK_DELETE: usize = 100;
 
+/// `DELETE /twins/{id}?purge=true`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PurgedTwin {
+    purged: bool,
+    twin_id: TwinId,
+    message: String,
+}
+
+/// `POST /twins/bulk-delete`: one result per id given, in order.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BulkDeleted {
+    results: Vec<BulkDeleteResult>,
+}
+
+/// What `DELETE /twins/{id}` would have answered for one id: its status, and `deleted_at`
+/// (200) or the error's `code` and `detail`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BulkDeleteResult {
+    /// The id as given (cut at 80 characters).
+    twin_id: String,
+    #[schema(example = 200)]
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
 /// What `DELETE /twins/{id}` answers: a soft delete's answer, or a purge's.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)] // Describes the answer; the handler builds it.
 enum DeleteAnswer {
@@ -392,11 +422,15 @@ pub async fn delete(
     let twin = visible_twin(&twins, &principal, &path).await?;
     if query.purge {
         supervisor.purge(&twin, &principal.owner).await?;
-        return Ok(HttpResponse::Ok().json(json!({
-            "purged": true,
-            "twin_id": twin.id,
-            "message": format!("twin '{}' and its runs, events, state versions and files are gone for good", twin.name),
-        })));
+        let message = format!(
+            "twin '{}' and its runs, events, state versions and files are gone for good",
+            twin.name
+        );
+        return Ok(HttpResponse::Ok().json(PurgedTwin {
+            purged: true,
+            twin_id: twin.id,
+            message,
+        }));
     }
     let deleted = twins.soft_delete(&twin.id, &principal.owner).await?;
     Ok(HttpResponse::Ok().json(json!({
@@ -435,25 +469,31 @@ pub async fn bulk_delete(
             ids.len()
         )));
     }
-    let results: Vec<serde_json::Value> = twins
+    let results = twins
         .soft_delete_each(&principal, &ids)
         .await
         .into_iter()
         .map(|(id, deleted)| match deleted {
-            Ok(twin) => json!({ "twin_id": twin.id, "status": 200, "deleted_at": twin.deleted_at }),
+            Ok(twin) => BulkDeleteResult {
+                twin_id: twin.id.to_string(),
+                status: 200,
+                deleted_at: twin.deleted_at,
+                code: None,
+                detail: None,
+            },
             Err(err) => {
                 let err = ApiError::from(err);
-                let shown: String = id.chars().take(80).collect();
-                json!({
-                    "twin_id": shown,
-                    "status": actix_web::ResponseError::status_code(&err).as_u16(),
-                    "code": err.code(),
-                    "detail": err.detail(),
-                })
+                BulkDeleteResult {
+                    twin_id: id.chars().take(80).collect(),
+                    status: actix_web::ResponseError::status_code(&err).as_u16(),
+                    deleted_at: None,
+                    code: Some(err.code()),
+                    detail: Some(err.detail()),
+                }
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+    Ok(HttpResponse::Ok().json(BulkDeleted { results }))
 }
 
 #[utoipa::path(

@@ -68,41 +68,6 @@ pub struct DeletedTwin {
     message: String,
 }
 
-/// `DELETE /twins/{id}?purge=true`.
-#[derive(Serialize, ToSchema)]
-pub struct PurgedTwin {
-    purged: bool,
-    twin_id: TwinId,
-    message: String,
-}
-
-/// `POST /twins/bulk-delete`: one result per id given, in order.
-#[derive(Serialize, ToSchema)]
-pub struct BulkDeleted {
-    results: Vec<BulkDeleteResult>,
-}
-
-/// What `DELETE /twins/{id}` would have answered for one id: its status, and `deleted_at`
-/// (200) or the error's `code` and `detail`.
-#[derive(Serialize, ToSchema)]
-pub struct BulkDeleteResult {
-    /// The id as given (cut at 80 characters).
-    twin_id: String,
-    #[schema(example = 200)]
-    status: u16,
-    deleted_at: Option<String>,
-    code: Option<String>,
-    detail: Option<String>,
-}
-
-/// `GET /audit`: a page, oldest first.
-#[derive(Serialize, ToSchema)]
-pub struct AuditPage {
-    entries: Vec<crate::domain::audit::AuditEntry>,
-    /// Pass as `after` for the next page; `null` on the last one.
-    next_after: Option<i64>,
-}
-
 /// `GET /templates/demo`: a body `POST /twins` takes as it is.
 #[derive(Serialize, ToSchema)]
 pub struct DemoTemplate {
