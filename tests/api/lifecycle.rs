@@ -379,7 +379,8 @@ async fn retention_purges_twins_deleted_longer_ago_than_the_period() {
 
 #[tokio::test]
 async fn the_audit_log_records_every_change_in_order_for_admins_only() {
-    let app = spawn_run_app().await;
+    // The webhook below points at a closed port here: nothing leaves the machine.
+    let app = spawn_run_app_with(|settings| settings.webhook_allow_private = true).await;
     let alice = app.create_user_token("alice");
     let twin_id = app
         .create_sandbox_twin(&alice, "audited", &sandbox_config(&[Res::new("a", 60_000)]))
@@ -433,6 +434,29 @@ async fn the_audit_log_records_every_change_in_order_for_admins_only() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
+    let hook = "http://127.0.0.1:9/audited";
+    let response = app
+        .call(
+            Method::POST,
+            "/webhooks",
+            &alice,
+            Some(&json!({ "url": hook })),
+        )
+        .await;
+    let status = response.status();
+    let webhook = json_body(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{webhook}");
+    let webhook_id = webhook["id"].as_str().unwrap().to_owned();
+    let secret = webhook["secret"].as_str().unwrap().to_owned();
+    let response = app
+        .call(
+            Method::DELETE,
+            &format!("/webhooks/{webhook_id}"),
+            &alice,
+            None,
+        )
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
 
     let entries = app.audit_entries().await;
     let ids: Vec<i64> = entries.iter().map(|e| e["id"].as_i64().unwrap()).collect();
@@ -482,6 +506,8 @@ async fn the_audit_log_records_every_change_in_order_for_admins_only() {
         &credential_id,
         "alice"
     ));
+    assert!(has_entry(&entries, "webhook.created", &webhook_id, "alice"));
+    assert!(has_entry(&entries, "webhook.deleted", &webhook_id, "alice"));
     assert!(has_entry(
         &entries,
         "credential.deleted",
@@ -491,6 +517,10 @@ async fn the_audit_log_records_every_change_in_order_for_admins_only() {
     assert!(entries.iter().all(|e| e["at"].is_string()));
     let text = serde_json::to_string(&entries).unwrap();
     assert!(!text.contains("s3cr3t-value"), "no secret in the audit log");
+    assert!(
+        !text.contains(&secret),
+        "no webhook secret in the audit log"
+    );
 
     let response = app.call(Method::GET, "/audit", &alice, None).await;
     assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;

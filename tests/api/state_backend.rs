@@ -566,6 +566,25 @@ async fn a_state_the_store_refuses_is_recovered_from_errored_tfstate() {
     assert_eq!(unlock.status(), StatusCode::OK);
     let unlocked = json_body(unlock).await;
     assert_eq!(unlocked["released"], true, "{unlocked}");
+    let audit = json_body(
+        app.request(Method::GET, "/audit?limit=1000", &token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let entry = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "state.unlocked" && e["target"] == twin.as_str())
+        .unwrap_or_else(|| panic!("the force-unlock is audited: {audit}"))
+        .clone();
+    assert_eq!(entry["actor"], "admin");
+    assert!(
+        entry["reason"].as_str().unwrap().contains("force-released"),
+        "{entry}"
+    );
     let lineage = backend_state(&app, &twin, &token).await["lineage"]
         .as_str()
         .unwrap()
