@@ -16,7 +16,7 @@ use crate::helpers::{json_body, TestApp};
 use crate::process_helpers::{processes_of_run, start_gateway, GatewayProcess};
 use crate::run_helpers::{
     assert_well_formed, done, lines, sandbox_config, spawn_run_app, spawn_run_app_with, stages,
-    statuses, Res, SseEvent, PATIENCE,
+    statuses, Res, RunApp, SseEvent, PATIENCE,
 };
 
 /// Stops a gateway gracefully and checks it exits 0.
@@ -147,8 +147,17 @@ fn gated_terraform(dir: &Path, gate: &Path) -> PathBuf {
     program
 }
 
-#[tokio::test]
-async fn with_one_slot_a_second_deploy_waits_as_pending_then_runs_after_the_first() {
+/// A gateway with one run slot whose terraform waits while `gate` exists, and two twins.
+struct OneSlot {
+    _tools: tempfile::TempDir,
+    gate: PathBuf,
+    app: RunApp,
+    token: String,
+    first: String,
+    second: String,
+}
+
+async fn one_slot() -> OneSlot {
     let tools = tempfile::tempdir().unwrap();
     let gate = tools.path().join("hold");
     std::fs::write(&gate, "").unwrap();
@@ -165,6 +174,26 @@ async fn with_one_slot_a_second_deploy_waits_as_pending_then_runs_after_the_firs
     let second = app
         .create_sandbox_twin(&token, "second", &sandbox_config(&[Res::new("b", 0)]))
         .await;
+    OneSlot {
+        _tools: tools,
+        gate,
+        app,
+        token,
+        first,
+        second,
+    }
+}
+
+#[tokio::test]
+async fn with_one_slot_a_second_deploy_waits_as_pending_then_runs_after_the_first() {
+    let OneSlot {
+        _tools,
+        gate,
+        app,
+        token,
+        first,
+        second,
+    } = one_slot().await;
 
     // The first run takes the only slot; its terraform waits at the gate.
     let mut first_stream = app.run_streamed(&token, &first, "deploy").await;
@@ -256,22 +285,14 @@ async fn with_one_slot_a_second_deploy_waits_as_pending_then_runs_after_the_firs
 /// twin stays where it was (draft, no history move), unlocked, and the answer says so.
 #[tokio::test]
 async fn cancelling_a_queued_run_ends_it_at_once_and_leaves_the_twin_as_it_was() {
-    let tools = tempfile::tempdir().unwrap();
-    let gate = tools.path().join("hold");
-    std::fs::write(&gate, "").unwrap();
-    let terraform = gated_terraform(tools.path(), &gate);
-    let app = spawn_run_app_with(|s| {
-        s.max_concurrent_runs = 1;
-        s.terraform = Some(terraform);
-    })
-    .await;
-    let token = app.admin_token.clone();
-    let first = app
-        .create_sandbox_twin(&token, "first", &sandbox_config(&[Res::new("a", 0)]))
-        .await;
-    let second = app
-        .create_sandbox_twin(&token, "second", &sandbox_config(&[Res::new("b", 0)]))
-        .await;
+    let OneSlot {
+        _tools,
+        gate,
+        app,
+        token,
+        first,
+        second,
+    } = one_slot().await;
     let first_run = app.start_run_ok(&token, &first, "deploy").await;
     let second_run = app.start_run_ok(&token, &second, "deploy").await;
     let queued = app.get_run_ok(&token, &second_run).await;
