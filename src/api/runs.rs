@@ -113,18 +113,7 @@ impl StartRunRequest {
 
     /// The run's terraform log level: `None` for an ordinary run.
     fn log_level(&self) -> Result<Option<LogLevel>, ApiError> {
-        let level = self
-            .log_level
-            .as_deref()
-            .map(str::parse::<LogLevel>)
-            .transpose()?;
-        match (self.debug, level) {
-            (Some(false), Some(_)) => Err(ApiError::Unprocessable(
-                "log_level is for a debug run: give \"debug\": true or leave log_level out".into(),
-            )),
-            (Some(true), None) => Ok(Some(LogLevel::Debug)),
-            (_, level) => Ok(level),
-        }
+        Ok(LogLevel::of_run(self.debug, self.log_level.as_deref())?)
     }
 }
 

@@ -75,6 +75,49 @@ impl LogLevel {
     }
 }
 
+impl LogLevel {
+    /// A run's level from what its request says: `debug` alone means DEBUG, a level alone
+    /// means a debug run at it; a level with `debug: false` contradicts itself.
+    pub fn of_run(
+        debug: Option<bool>,
+        level: Option<&str>,
+    ) -> Result<Option<Self>, ValidationError> {
+        let level = level.map(str::parse::<LogLevel>).transpose()?;
+        match (debug, level) {
+            (Some(false), Some(_)) => Err(ValidationError::new(
+                "log_level is for a debug run: give \"debug\": true or leave log_level out",
+            )),
+            (Some(true), None) => Ok(Some(LogLevel::Debug)),
+            (_, level) => Ok(level),
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_level_tests {
+    use super::LogLevel;
+
+    #[test]
+    fn a_runs_level_follows_debug_and_log_level() {
+        assert_eq!(LogLevel::of_run(None, None), Ok(None));
+        assert_eq!(LogLevel::of_run(Some(false), None), Ok(None));
+        assert_eq!(
+            LogLevel::of_run(Some(true), None),
+            Ok(Some(LogLevel::Debug))
+        );
+        assert_eq!(
+            LogLevel::of_run(None, Some("trace")),
+            Ok(Some(LogLevel::Trace))
+        );
+        assert_eq!(
+            LogLevel::of_run(Some(true), Some("INFO")),
+            Ok(Some(LogLevel::Info))
+        );
+        assert!(LogLevel::of_run(Some(false), Some("TRACE")).is_err());
+        assert!(LogLevel::of_run(Some(true), Some("LOUD")).is_err());
+    }
+}
+
 impl FromStr for LogLevel {
     type Err = ValidationError;
     fn from_str(value: &str) -> Result<Self, Self::Err> {
